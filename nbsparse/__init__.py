@@ -1,0 +1,32 @@
+"""nbsparse: Numba kernels for block-sparse products and the hierarchical softmax.
+
+The public API (see ``API.md`` in the docs) is Theano-compatible: argument names
+and orders follow ``theano.tensor.nnet.blocksparse`` and ``h_softmax``. NumPy
+arrays run the Numba CPU kernels. Importing nbsparse compiles nothing and does
+not import Numba; kernels are compiled (and cached on disk) at first use.
+"""
+
+from ._results import HSoftmaxGrad, SparseBlockDotGrad
+from ._version import __version__
+from .blocksparse import (
+    sparse_block_dot,
+    sparse_block_dot_grad,
+    sparse_block_gemv,
+    sparse_block_outer,
+)
+from .hsoftmax import h_softmax, h_softmax_grad
+from .softmax import softmax, softmax_grad
+
+__all__ = [
+    "HSoftmaxGrad",
+    "SparseBlockDotGrad",
+    "__version__",
+    "h_softmax",
+    "h_softmax_grad",
+    "softmax",
+    "softmax_grad",
+    "sparse_block_dot",
+    "sparse_block_dot_grad",
+    "sparse_block_gemv",
+    "sparse_block_outer",
+]

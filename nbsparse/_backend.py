@@ -1,0 +1,119 @@
+"""Where a call runs: the array kind of its inputs picks the backend.
+
+NumPy arrays run on the host (the Numba CPU kernels). Objects exposing
+``__cuda_array_interface__`` (CuPy, Numba device arrays, PyTorch CUDA tensors)
+or flagged ``__cuda_ndarray__`` (Numba's CUDA-simulator arrays) are device
+arrays. Detection is by attribute only, so it imports nothing and never copies a
+device array to the host.
+"""
+
+import numpy as np
+
+HOST = "host"
+DEVICE = "device"
+
+_SIDE = {HOST: "on the host (NumPy)", DEVICE: "on the GPU (CUDA)"}
+
+
+def array_kind(name, a):
+    """Return ``HOST`` or ``DEVICE`` for the array ``a``; TypeError for anything else.
+
+    Python lists and scalars are refused rather than converted, so that a call
+    never guesses the backend or copies data behind the caller's back.
+    """
+    if isinstance(a, np.ndarray):
+        return HOST
+    if hasattr(a, "__cuda_array_interface__") or getattr(a, "__cuda_ndarray__", False):
+        return DEVICE
+    raise TypeError(
+        f"{name} must be a NumPy array or a CUDA array (CuPy, Numba device array), "
+        f"got {type(a).__name__}"
+    )
+
+
+def select(**arrays):
+    """Return the backend for a call whose array arguments are ``arrays`` (None entries skipped).
+
+    Raises
+    ------
+    TypeError
+        If an argument is not an array, or host and device arrays are mixed; the
+        message names the arguments on each side.
+    NotImplementedError
+        For device arrays: the GPU backend is not part of this release.
+    """
+    sides = {HOST: [], DEVICE: []}
+    for name, a in arrays.items():
+        if a is not None:
+            sides[array_kind(name, a)].append(name)
+    if sides[HOST] and sides[DEVICE]:
+        raise TypeError(
+            "cannot mix host and device arrays in one call: "
+            + "; ".join(f"{', '.join(names)} {_SIDE[kind]}" for kind, names in sides.items())
+            + ". Move them to one side first (e.g. cupy.asarray / .get())."
+        )
+    if sides[DEVICE]:
+        raise NotImplementedError(
+            f"{', '.join(sides[DEVICE])} {'is' if len(sides[DEVICE]) == 1 else 'are'} "
+            f"{_SIDE[DEVICE]}, but nbsparse's GPU backend is not built yet; "
+            "pass NumPy arrays to run on the CPU."
+        )
+    return HOST_BACKEND
+
+
+class HostBackend:
+    """The CPU backend: NumPy allocation and the ``nbsparse._cpu`` kernels."""
+
+    name = "cpu"
+
+    @property
+    def kernels(self):
+        from . import _cpu  # compiles nothing: the kernels are lazily jitted
+
+        return _cpu
+
+    @staticmethod
+    def floats(dtype, a):
+        """``a`` as a C-contiguous ``dtype`` array (no copy when it already is one)."""
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    @staticmethod
+    def indices(idx):
+        """Validated indices as C-contiguous ``intp``: one kernel specialisation for all int dtypes."""
+        return np.ascontiguousarray(idx, dtype=np.intp)
+
+    @staticmethod
+    def to_host(idx):
+        """The index values on the host, for range checks."""
+        return idx
+
+    @staticmethod
+    def empty(shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+    @staticmethod
+    def zeros(shape, dtype):
+        return np.zeros(shape, dtype=dtype)
+
+    @staticmethod
+    def copy(a, dtype):
+        """A new C-contiguous ``dtype`` copy of ``a`` that the kernels may write into."""
+        return np.array(a, dtype=dtype, order="C", copy=True)
+
+    @staticmethod
+    def is_writeable(a):
+        return a.flags.writeable
+
+    @staticmethod
+    def write_back(target, result):
+        """Copy ``result`` into ``target`` unless they are the same buffer."""
+        if result is not target:
+            target[...] = result
+
+    @staticmethod
+    def wrap(result):
+        """The result in the caller's array kind (NumPy in, NumPy out)."""
+        return result
+
+
+HOST_BACKEND = HostBackend()

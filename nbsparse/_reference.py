@@ -1,0 +1,130 @@
+"""Plain NumPy implementations of every public op: the spec in code.
+
+These are the test oracle and the benchmark baseline. They are written to be
+obviously right, not fast: the block-sparse ops are the literal loops of
+Theano's documentation. They do no input validation beyond what NumPy itself
+does and must never import Numba.
+"""
+
+import numpy as np
+
+from ._results import HSoftmaxGrad, SparseBlockDotGrad
+
+
+def _float_dtype(*arrays):
+    return np.result_type(*arrays)
+
+
+def sparse_block_gemv(o, W, h, input_idx, output_idx):
+    """``o'[b, j] = o[b, j] + sum_i h[b, i] @ W[input_idx[b, i], output_idx[b, j]]``."""
+    out = np.array(o, dtype=_float_dtype(o, W, h))
+    for b in range(h.shape[0]):
+        for j in range(out.shape[1]):
+            for i in range(h.shape[1]):
+                out[b, j] += np.dot(h[b, i], W[input_idx[b, i], output_idx[b, j]])
+    return out
+
+
+def sparse_block_dot(W, h, input_idx, b, output_idx):
+    """``b[output_idx[n, j]] + sum_i h[n, i] @ W[input_idx[n, i], output_idx[n, j]]``."""
+    dtype = _float_dtype(W, h, b)
+    o = np.asarray(b, dtype=dtype)[np.asarray(output_idx, dtype=np.intp)]
+    return sparse_block_gemv(o.reshape(h.shape[0], output_idx.shape[1], W.shape[3]),
+                             W, h, input_idx, output_idx)
+
+
+def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0):
+    """``o'[x_idx[b, i], y_idx[b, j]] += alpha * outer(x[b, i], y[b, j])`` for every b, i, j."""
+    out = np.array(o, dtype=_float_dtype(o, x, y))
+    for b in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            for j in range(y.shape[1]):
+                out[x_idx[b, i], y_idx[b, j]] += alpha * np.outer(x[b, i], y[b, j])
+    return out
+
+
+def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx):
+    """Gradients of ``sum(grad_output * sparse_block_dot(W, h, input_idx, b, output_idx))``."""
+    dtype = _float_dtype(grad_output, W, h, b)
+    dW = np.zeros(W.shape, dtype=dtype)
+    dh = np.zeros(h.shape, dtype=dtype)
+    db = np.zeros(b.shape, dtype=dtype)
+    for n in range(h.shape[0]):
+        for j in range(output_idx.shape[1]):
+            g = grad_output[n, j]
+            db[output_idx[n, j]] += g
+            for i in range(h.shape[1]):
+                block = (input_idx[n, i], output_idx[n, j])
+                dW[block] += np.outer(h[n, i], g)
+                dh[n, i] += W[block] @ g
+    return SparseBlockDotGrad(dW, dh, db)
+
+
+def softmax(x, axis=-1):
+    """Numerically stable softmax along ``axis``; the result has the shape of ``x``."""
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def softmax_grad(grad_output, y, axis=-1):
+    """``y * (grad_output - sum(grad_output * y, axis, keepdims=True))``."""
+    return y * (grad_output - np.sum(grad_output * y, axis=axis, keepdims=True))
+
+
+def h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+              W1, b1, W2, b2, target=None):
+    """Theano's two-level hierarchical softmax, written as its graph in NumPy."""
+    class_probs = softmax(x @ W1 + b1)
+    if target is None:
+        activations = np.tensordot(x, W2, (1, 1)) + b2
+        output_probs = softmax(activations.reshape(-1, n_outputs_per_class))
+        output_probs = output_probs.reshape(batch_size, n_classes, -1)
+        output_probs = class_probs[:, :, None] * output_probs
+        return output_probs.reshape(batch_size, -1)[:, :n_outputs]
+    target = np.asarray(target).ravel()
+    target_classes = target // n_outputs_per_class
+    target_outputs_in_class = target % n_outputs_per_class
+    rows = np.arange(batch_size)
+    activations = np.einsum("nd,ndk->nk", x, W2[target_classes]) + b2[target_classes]
+    output_probs = softmax(activations)
+    return class_probs[rows, target_classes] * output_probs[rows, target_outputs_in_class]
+
+
+def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                   W1, b1, W2, b2, target=None):
+    """Gradients of ``sum(grad_output * h_softmax(...))`` by the chain rule, by hand."""
+    K = n_outputs_per_class
+    dtype = _float_dtype(grad_output, x, W1, b1, W2, b2)
+    class_probs = softmax(x @ W1 + b1)
+    dW2 = np.zeros(W2.shape, dtype=dtype)
+    db2 = np.zeros(b2.shape, dtype=dtype)
+    if target is None:
+        probs = softmax(np.tensordot(x, W2, (1, 1)) + b2)  # (batch, n_classes, K)
+        g = np.zeros((batch_size, n_classes * K), dtype=dtype)
+        g[:, :n_outputs] = grad_output
+        g = g.reshape(batch_size, n_classes, K)
+        d_class = softmax_grad(np.sum(g * probs, axis=2), class_probs)
+        d_act = softmax_grad(g * class_probs[:, :, None], probs)
+        dx = np.einsum("nck,cdk->nd", d_act, W2)
+        dW2 += np.einsum("nd,nck->cdk", x, d_act)
+        db2 += d_act.sum(axis=0)
+    else:
+        target = np.asarray(target).ravel()
+        classes, slots = target // K, target % K
+        rows = np.arange(batch_size)
+        probs = softmax(np.einsum("nd,ndk->nk", x, W2[classes]) + b2[classes])
+        g_class = np.zeros(class_probs.shape, dtype=dtype)
+        g_class[rows, classes] = grad_output * probs[rows, slots]
+        g_probs = np.zeros(probs.shape, dtype=dtype)
+        g_probs[rows, slots] = grad_output * class_probs[rows, classes]
+        d_class = softmax_grad(g_class, class_probs)
+        d_act = softmax_grad(g_probs, probs)
+        dx = np.einsum("nk,ndk->nd", d_act, W2[classes])
+        for n in range(batch_size):
+            dW2[classes[n]] += np.outer(x[n], d_act[n])
+            db2[classes[n]] += d_act[n]
+    dx = dx + d_class @ W1.T
+    dW1 = x.T @ d_class
+    db1 = d_class.sum(axis=0)
+    return HSoftmaxGrad(*(np.asarray(a, dtype=dtype) for a in (dx, dW1, db1, dW2, db2)))

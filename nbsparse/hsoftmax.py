@@ -1,0 +1,257 @@
+"""Two-level hierarchical softmax (Theano's ``h_softmax``) and its gradient.
+
+Both levels are block-sparse products: the class layer is ``x @ W1 + b1`` as a
+single-block ``sparse_block_dot``; the output layer treats ``W2`` as
+``(1, n_classes, n_in, K)`` blocks and selects every class (full mode) or only
+each row's target class (target mode), so target mode never reads a class block
+that no target selects.
+"""
+
+import numpy as np
+
+from . import _validate as v
+from ._backend import select
+from ._results import HSoftmaxGrad
+from .blocksparse import _dot, _dot_grad_into
+from .softmax import softmax_rows
+
+
+class _Problem:
+    """Validated, normalised arguments of one ``h_softmax``/``h_softmax_grad`` call."""
+
+    def __init__(self, backend, dtype, x, n_outputs, n_classes, K, W1, b1, W2, b2, target):
+        self.backend, self.dtype = backend, dtype
+        self.batch, self.n_in = x.shape
+        self.n_outputs, self.n_classes, self.K = n_outputs, n_classes, K
+        floats = backend.floats
+        # Views as block-sparse operands: h is (batch, 1, n_in), W1 one (n_in, C) block.
+        self.h = floats(dtype, x).reshape(self.batch, 1, self.n_in)
+        self.W1 = floats(dtype, W1).reshape(1, 1, self.n_in, n_classes)
+        self.b1 = floats(dtype, b1).reshape(1, n_classes)
+        self.W2 = floats(dtype, W2).reshape(1, n_classes, self.n_in, K)
+        self.b2 = floats(dtype, b2)
+        self.first_block = backend.indices(np.zeros((self.batch, 1), dtype=np.intp))
+        if target is None:
+            self.classes = self.slots = None
+            all_classes = np.broadcast_to(np.arange(n_classes), (self.batch, n_classes))
+            self.class_idx = backend.indices(all_classes)
+        else:
+            t = np.asarray(backend.to_host(target), dtype=np.intp).reshape(self.batch)
+            self.classes = backend.indices(t // K)
+            self.slots = backend.indices(t % K)
+            self.class_idx = self.classes.reshape(self.batch, 1)
+
+    def class_probs(self):
+        """``softmax(x @ W1 + b1)``, shape ``(batch, n_classes)``."""
+        act = _dot(self.backend, self.dtype, self.W1, self.h, self.first_block, self.b1,
+                   self.first_block).reshape(self.batch, self.n_classes)
+        return self._softmax(act)
+
+    def slot_probs(self):
+        """Within-class probabilities: ``(batch, n_classes, K)``, or ``(batch, K)`` with a target."""
+        act = _dot(self.backend, self.dtype, self.W2, self.h, self.first_block, self.b2,
+                   self.class_idx)
+        probs = self._softmax(act.reshape(-1, self.K))
+        return probs.reshape(act.shape if self.classes is None else (self.batch, self.K))
+
+    def _softmax(self, rows):
+        out = self.backend.empty(rows.shape, self.dtype)
+        softmax_rows(self.backend, rows, out)
+        return out
+
+
+def _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target,
+             grad_output=None):
+    """Check every argument (nothing runs before this returns) and build the problem."""
+    backend = select(grad_output=grad_output, x=x, W1=W1, b1=b1, W2=W2, b2=b2, target=target)
+    floats = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2}
+    if grad_output is not None:
+        floats = {"grad_output": grad_output, **floats}
+    for name, a in floats.items():
+        v.check_float(name, a)
+    if target is not None:
+        v.check_integer("target", target)
+    dtype = np.result_type(*(a.dtype for a in floats.values()))
+
+    batch_size = v.check_count("batch_size", batch_size, minimum=0)
+    n_outputs = v.check_count("n_outputs", n_outputs)
+    n_classes = v.check_count("n_classes", n_classes)
+    K = v.check_count("n_outputs_per_class", n_outputs_per_class)
+    v.check_ndim("x", x, 2, "(batch, n_in)")
+    if x.shape[0] != batch_size:
+        raise ValueError(f"batch_size = {batch_size} but x has {x.shape[0]} rows (x.shape = {x.shape})")
+    if n_classes * K < n_outputs:
+        raise ValueError(
+            f"n_classes * n_outputs_per_class = {n_classes} * {K} = {n_classes * K} is less than "
+            f"n_outputs = {n_outputs}: the classes cannot hold every output"
+        )
+    n_in = x.shape[1]
+    v.check_shape("W1", W1, (n_in, n_classes), "(n_in, n_classes)")
+    v.check_shape("b1", b1, (n_classes,), "(n_classes,)")
+    v.check_shape("W2", W2, (n_classes, n_in, K), "(n_classes, n_in, n_outputs_per_class)")
+    v.check_shape("b2", b2, (n_classes, K), "(n_classes, n_outputs_per_class)")
+    if target is not None:
+        if target.shape not in ((batch_size,), (batch_size, 1)):
+            raise ValueError(
+                f"target has shape {tuple(target.shape)} but must be ({batch_size},) "
+                f"(or ({batch_size}, 1)), one output per row of x"
+            )
+        v.check_index_range("target", backend.to_host(target), n_outputs,
+                            f"n_outputs = {n_outputs}")
+    if grad_output is not None:
+        expected = (batch_size, n_outputs) if target is None else (batch_size,)
+        v.check_shape("grad_output", grad_output, expected, "the shape of the h_softmax result")
+    problem = _Problem(backend, dtype, x, n_outputs, n_classes, K, W1, b1, W2, b2, target)
+    return backend, problem
+
+
+def h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
+              target=None):
+    """Two-level hierarchical softmax (Theano's ``h_softmax``, same argument order).
+
+    Parameters
+    ----------
+    x : array, shape (batch, n_in)
+        The inputs.
+    batch_size : int
+        Must equal ``x.shape[0]`` (kept for Theano compatibility).
+    n_outputs : int
+        Number of outputs; at most ``n_classes * n_outputs_per_class``.
+    n_classes : int
+        Number of classes of the first level.
+    n_outputs_per_class : int
+        Outputs per class (``K``) of the second level.
+    W1 : array, shape (n_in, n_classes)
+    b1 : array, shape (n_classes,)
+        Weights and bias of the class level.
+    W2 : array, shape (n_classes, n_in, n_outputs_per_class)
+    b2 : array, shape (n_classes, n_outputs_per_class)
+        Weights and biases of the within-class level, one block per class.
+    target : integer array, shape (batch,) or (batch, 1), optional
+        One output per row in ``[0, n_outputs)``; then only its probability is
+        computed, and only the target's class block of ``W2``/``b2`` is read.
+
+    Returns
+    -------
+    array
+        ``(batch, n_outputs)`` probabilities without a target, ``(batch,)`` with
+        one; dtype ``np.result_type(x, W1, b1, W2, b2)``.
+
+    Raises
+    ------
+    TypeError
+        Non-array or non-float arguments, non-integer ``target`` or sizes, host and
+        device arrays mixed.
+    ValueError
+        ``batch_size != x.shape[0]``, ``n_classes * n_outputs_per_class < n_outputs``,
+        a non-positive size, or weights of the wrong shape.
+    IndexError
+        A ``target`` outside ``[0, n_outputs)``.
+
+    See Also
+    --------
+    h_softmax_grad, sparse_block_dot, softmax
+
+    Notes
+    -----
+    Output ``m = c * K + k`` is ``P(c | x) * P(k | c, x)`` with
+    ``P(. | x) = softmax(x @ W1 + b1)`` and ``P(. | c, x) = softmax(x @ W2[c] + b2[c])``.
+    Without a target the first ``n_outputs`` columns are returned: rows sum to 1
+    when ``n_classes * K == n_outputs`` and to less when the tail is truncated, as
+    in Theano. With a target ``t``: class ``t // K``, slot ``t % K``.
+
+    Examples
+    --------
+    >>> import numpy as np, nbsparse as nbs
+    >>> x = np.ones((1, 2))
+    >>> W1, b1 = np.zeros((2, 2)), np.zeros(2)
+    >>> W2, b2 = np.zeros((2, 2, 2)), np.zeros((2, 2))
+    >>> nbs.h_softmax(x, 1, 4, 2, 2, W1, b1, W2, b2)
+    array([[0.25, 0.25, 0.25, 0.25]])
+    >>> nbs.h_softmax(x, 1, 3, 2, 2, W1, b1, W2, b2, target=np.array([2]))
+    array([0.25])
+    """
+    backend, p = _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                          W1, b1, W2, b2, target)
+    kernels = backend.kernels.hsoftmax
+    p_class, p_slot = p.class_probs(), p.slot_probs()
+    if target is None:
+        out = backend.empty((p.batch, p.n_outputs), p.dtype)
+        kernels.full_forward(p_class, p_slot, out)
+    else:
+        out = backend.empty((p.batch,), p.dtype)
+        kernels.target_forward(p_class, p_slot, p.classes, p.slots, out)
+    return backend.wrap(out)
+
+
+def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                   W1, b1, W2, b2, target=None):
+    """Gradients of ``sum(grad_output * h_softmax(x, ..., target))``.
+
+    Parameters
+    ----------
+    grad_output : array
+        Gradient of the loss with respect to the :func:`h_softmax` result:
+        ``(batch, n_outputs)`` without a target, ``(batch,)`` with one.
+    x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target
+        The arguments of the forward :func:`h_softmax` call.
+
+    Returns
+    -------
+    HSoftmaxGrad
+        Named tuple ``(x, W1, b1, W2, b2)`` of gradients, each shaped like its
+        argument, of dtype ``np.result_type`` of all float arguments. With a target,
+        the ``W2``/``b2`` blocks of classes that no target selects are exactly zero
+        and are never read.
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError
+        As for :func:`h_softmax`, and ValueError if ``grad_output`` does not have
+        the shape of the forward result.
+
+    See Also
+    --------
+    h_softmax
+
+    Notes
+    -----
+    Both levels are recomputed, then back-propagated through their softmaxes
+    (``softmax_grad``, no Jacobian) and through the two block-sparse products
+    (``sparse_block_dot_grad``); the input gradient sums both paths.
+
+    Examples
+    --------
+    >>> import numpy as np, nbsparse as nbs
+    >>> x = np.ones((1, 2))
+    >>> W1, b1 = np.zeros((2, 2)), np.zeros(2)
+    >>> W2, b2 = np.zeros((2, 2, 2)), np.zeros((2, 2))
+    >>> g = nbs.h_softmax_grad(np.ones((1, 4)), x, 1, 4, 2, 2, W1, b1, W2, b2)
+    >>> g.b1  # the full distribution sums to 1 whatever b1 is
+    array([0., 0.])
+    """
+    backend, p = _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                          W1, b1, W2, b2, target, grad_output=grad_output)
+    kernels = backend.kernels.hsoftmax
+    g = backend.floats(p.dtype, grad_output)
+    p_class, p_slot = p.class_probs(), p.slot_probs()
+    d_class = backend.empty(p_class.shape, p.dtype)
+    d_slot = backend.empty(p_slot.shape, p.dtype)
+    if target is None:
+        kernels.full_backward(g, p_class, p_slot, d_class, d_slot)
+    else:
+        kernels.target_backward(g, p_class, p_slot, p.classes, p.slots, d_class, d_slot)
+
+    dx = backend.zeros(p.h.shape, p.dtype)
+    dW1 = backend.zeros(p.W1.shape, p.dtype)
+    db1 = backend.zeros(p.b1.shape, p.dtype)
+    dW2 = backend.zeros(p.W2.shape, p.dtype)
+    db2 = backend.zeros(p.b2.shape, p.dtype)
+    _dot_grad_into(backend, dW1, dx, db1, d_class.reshape(p.batch, 1, p.n_classes),
+                   p.W1, p.h, p.first_block, p.first_block)
+    _dot_grad_into(backend, dW2, dx, db2, d_slot.reshape(p.batch, p.class_idx.shape[1], p.K),
+                   p.W2, p.h, p.first_block, p.class_idx)
+    return HSoftmaxGrad(*(backend.wrap(a) for a in (
+        dx.reshape(x.shape), dW1.reshape(W1.shape), db1.reshape(b1.shape),
+        dW2.reshape(W2.shape), db2,
+    )))

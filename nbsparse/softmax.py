@@ -1,0 +1,125 @@
+"""Softmax and its gradient along any axis."""
+
+import numpy as np
+
+from . import _validate as v
+from ._backend import select
+
+
+def _as_rows(backend, dtype, a, axis):
+    """``a`` with ``axis`` moved last, as a C-contiguous ``(rows, n)`` array of ``dtype``."""
+    moved = np.moveaxis(a, axis, -1)
+    n = moved.shape[-1]
+    rows = int(np.prod(moved.shape[:-1], dtype=np.int64))
+    return backend.floats(dtype, moved).reshape(rows, n), moved.shape
+
+
+def _from_rows(out, moved_shape, axis):
+    return np.moveaxis(out.reshape(moved_shape), -1, axis)
+
+
+def softmax_rows(backend, x, out):
+    """Softmax of each row of the validated, normalised 2-D ``x`` into ``out``."""
+    backend.kernels.softmax.softmax_rows(x, out)
+
+
+def softmax(x, axis=-1):
+    """Numerically stable softmax along ``axis``.
+
+    Parameters
+    ----------
+    x : array
+        Float32 or float64 array of any shape with at least one dimension.
+    axis : int, optional
+        The axis the probabilities sum over; negative values count from the end.
+
+    Returns
+    -------
+    array
+        Same shape and dtype as ``x``. Unlike Theano, a 1-D input gives a 1-D
+        output (Theano returned shape ``(1, n)``).
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a float32/float64 array, or ``axis`` is not an integer.
+    ValueError
+        ``axis`` is out of range (a 0-D ``x`` has no axis).
+
+    See Also
+    --------
+    softmax_grad
+
+    Notes
+    -----
+    ``softmax(x)[..., k] = exp(x[..., k] - m) / sum_k' exp(x[..., k'] - m)`` with
+    ``m = max(x, axis)``: subtracting the maximum keeps every ``exp`` at most 1,
+    so large inputs cannot overflow.
+
+    Examples
+    --------
+    >>> import numpy as np, nbsparse as nbs
+    >>> nbs.softmax(np.array([0.0, np.log(3.0)]))
+    array([0.25, 0.75])
+    >>> nbs.softmax(np.array([[1000.0, 1000.0]], dtype=np.float32))
+    array([[0.5, 0.5]], dtype=float32)
+    """
+    backend = select(x=x)
+    v.check_float("x", x)
+    axis = v.check_axis(axis, x.ndim)
+    rows, moved_shape = _as_rows(backend, x.dtype, x, axis)
+    out = backend.empty(rows.shape, x.dtype)
+    softmax_rows(backend, rows, out)
+    return backend.wrap(_from_rows(out, moved_shape, axis))
+
+
+def softmax_grad(grad_output, y, axis=-1):
+    """Gradient of a softmax with respect to its input, from its output ``y``.
+
+    Parameters
+    ----------
+    grad_output : array
+        Gradient of the loss with respect to ``y``; same shape as ``y``.
+    y : array
+        The softmax output, ``softmax(x, axis)``.
+    axis : int, optional
+        The axis the softmax was taken along.
+
+    Returns
+    -------
+    array
+        Same shape as ``y``, dtype ``np.result_type(grad_output, y)``.
+
+    Raises
+    ------
+    TypeError
+        Non-float arrays, host and device arrays mixed, or a non-integer ``axis``.
+    ValueError
+        ``grad_output`` and ``y`` differ in shape, or ``axis`` is out of range.
+
+    See Also
+    --------
+    softmax
+
+    Notes
+    -----
+    ``y * (grad_output - sum(grad_output * y, axis, keepdims=True))``: the
+    Jacobian-vector product, without forming the ``n x n`` Jacobian.
+
+    Examples
+    --------
+    >>> import numpy as np, nbsparse as nbs
+    >>> nbs.softmax_grad(np.array([1.0, 0.0]), np.array([0.25, 0.75]))
+    array([ 0.1875, -0.1875])
+    """
+    backend = select(grad_output=grad_output, y=y)
+    v.check_float("grad_output", grad_output)
+    v.check_float("y", y)
+    v.check_shape("grad_output", grad_output, y.shape, "the shape of y")
+    axis = v.check_axis(axis, y.ndim)
+    dtype = np.result_type(grad_output.dtype, y.dtype)
+    g_rows, moved_shape = _as_rows(backend, dtype, grad_output, axis)
+    y_rows, _ = _as_rows(backend, dtype, y, axis)
+    out = backend.empty(y_rows.shape, dtype)
+    backend.kernels.softmax.softmax_grad_rows(g_rows, y_rows, out)
+    return backend.wrap(_from_rows(out, moved_shape, axis))
