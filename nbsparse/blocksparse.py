@@ -124,10 +124,11 @@ def sparse_block_gemv(o, W, h, input_idx, output_idx, *, inplace=False):
     Examples
     --------
     >>> import numpy as np, nbsparse as nbs
-    >>> W = np.arange(2 * 3 * 2 * 2, dtype=np.float64).reshape(2, 3, 2, 2)
-    >>> h = np.ones((1, 2, 2))
-    >>> nbs.sparse_block_gemv(np.zeros((1, 1, 2)), W, h, np.array([[0, 1]]), np.array([[2]]))
-    array([[[36., 40.]]])
+    >>> W = np.ones((2, 3, 2, 2))  # 2 x 3 blocks of 2 x 2
+    >>> h = np.array([[[1.0, 2.0], [3.0, 4.0]]])  # one row, two input blocks
+    >>> o = np.array([[[100.0, 0.0]]])
+    >>> nbs.sparse_block_gemv(o, W, h, np.array([[0, 1]]), np.array([[2]]))
+    array([[[110.,  10.]]])
     """
     backend = select(o=o, W=W, h=h, input_idx=input_idx, output_idx=output_idx)
     dtype = _check_types({"o": o, "W": W, "h": h}, {"input_idx": input_idx, "output_idx": output_idx})
