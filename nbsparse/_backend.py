@@ -31,8 +31,11 @@ def array_kind(name, a):
     )
 
 
-def select(**arrays):
-    """Return the backend for a call whose array arguments are ``arrays`` (None entries skipped).
+def select(optional=(), **arrays):
+    """Return the backend for a call whose array arguments are ``arrays``.
+
+    Arguments named in ``optional`` may be None and are then skipped; None for
+    any other argument is a TypeError like any other non-array.
 
     Raises
     ------
@@ -44,8 +47,9 @@ def select(**arrays):
     """
     sides = {HOST: [], DEVICE: []}
     for name, a in arrays.items():
-        if a is not None:
-            sides[array_kind(name, a)].append(name)
+        if a is None and name in optional:
+            continue
+        sides[array_kind(name, a)].append(name)
     if sides[HOST] and sides[DEVICE]:
         raise TypeError(
             "cannot mix host and device arrays in one call: "

@@ -61,12 +61,14 @@ class _Problem:
 
 
 def _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target,
-             grad_output=None):
-    """Check every argument (nothing runs before this returns) and build the problem."""
-    backend = select(grad_output=grad_output, x=x, W1=W1, b1=b1, W2=W2, b2=b2, target=target)
-    floats = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2}
-    if grad_output is not None:
-        floats = {"grad_output": grad_output, **floats}
+             grad_output=None, *, backward=False):
+    """Check every argument (nothing runs before this returns) and build the problem.
+
+    ``backward`` says the call is ``h_softmax_grad``, whose ``grad_output`` is required.
+    """
+    arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2}
+    floats = {"grad_output": grad_output, **arrays} if backward else arrays
+    backend = select(optional=("target",), **floats, target=target)
     for name, a in floats.items():
         v.check_float(name, a)
     if target is not None:
@@ -98,7 +100,7 @@ def _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W
             )
         v.check_index_range("target", backend.to_host(target), n_outputs,
                             f"n_outputs = {n_outputs}")
-    if grad_output is not None:
+    if backward:
         expected = (batch_size, n_outputs) if target is None else (batch_size,)
         v.check_shape("grad_output", grad_output, expected, "the shape of the h_softmax result")
     problem = _Problem(backend, dtype, x, n_outputs, n_classes, K, W1, b1, W2, b2, target)
@@ -231,7 +233,7 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
     array([0., 0.])
     """
     backend, p = _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
-                          W1, b1, W2, b2, target, grad_output=grad_output)
+                          W1, b1, W2, b2, target, grad_output, backward=True)
     kernels = backend.kernels.hsoftmax
     g = backend.floats(p.dtype, grad_output)
     p_class, p_slot = p.class_probs(), p.slot_probs()
