@@ -9,6 +9,8 @@ device array to the host.
 
 import numpy as np
 
+from . import _validate as v
+
 HOST = "host"
 DEVICE = "device"
 
@@ -31,19 +33,21 @@ def array_kind(name, a):
     )
 
 
-def select(optional=(), **arrays):
+def select(optional=(), deterministic=False, **arrays):
     """Return the backend for a call whose array arguments are ``arrays``.
 
     Arguments named in ``optional`` may be None and are then skipped; None for
     any other argument is a TypeError like any other non-array.
+    ``deterministic`` asks the GPU backend for bit-reproducible accumulations
+    (the CPU kernels always are).
 
     Raises
     ------
     TypeError
         If an argument is not an array, or host and device arrays are mixed; the
         message names the arguments on each side.
-    NotImplementedError
-        For device arrays: the GPU backend is not part of this release.
+    ImportError
+        For device arrays when numba-cuda (the ``cuda`` extra) is not installed.
     """
     sides = {HOST: [], DEVICE: []}
     for name, a in arrays.items():
@@ -78,18 +82,31 @@ class HostBackend:
 
     @staticmethod
     def floats(dtype, a):
-        """``a`` as a C-contiguous ``dtype`` array (no copy when it already is one)."""
+        """``a`` as a C-contiguous ``dtype`` array (no copy when it already is one).
+
+        A read-only float array is passed as it is (weights can be large): the
+        kernels then compile, once and cached on disk, a read-only specialisation.
+        """
         return np.ascontiguousarray(a, dtype=dtype)
 
     @staticmethod
     def indices(idx):
-        """Validated indices as C-contiguous ``intp``: one kernel specialisation for all int dtypes."""
-        return np.ascontiguousarray(idx, dtype=np.intp)
+        """Validated indices as C-contiguous, writeable ``intp``.
+
+        One kernel specialisation for every integer dtype and layout: Numba also
+        specialises on read-only arrays, so those (small) are copied too.
+        """
+        out = np.ascontiguousarray(idx, dtype=np.intp)
+        return out if out.flags.writeable else out.copy()
 
     @staticmethod
-    def to_host(idx):
-        """The index values on the host, for range checks."""
-        return idx
+    def check_index_range(name, idx, n, what):
+        """IndexError unless every value of ``idx`` is in ``[0, n)`` (see ``_validate``)."""
+        v.check_index_range(name, idx, n, what)
+
+    @staticmethod
+    def moveaxis(a, source, destination):
+        return np.moveaxis(a, source, destination)
 
     @staticmethod
     def empty(shape, dtype):

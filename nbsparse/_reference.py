@@ -15,9 +15,16 @@ def _float_dtype(*arrays):
     return np.result_type(*arrays)
 
 
+def _cast(dtype, *arrays):
+    """The float arrays in the result dtype, so every product is computed in it."""
+    return tuple(np.asarray(a, dtype=dtype) for a in arrays)
+
+
 def sparse_block_gemv(o, W, h, input_idx, output_idx):
     """``o'[b, j] = o[b, j] + sum_i h[b, i] @ W[input_idx[b, i], output_idx[b, j]]``."""
-    out = np.array(o, dtype=_float_dtype(o, W, h))
+    dtype = _float_dtype(o, W, h)
+    out = np.array(o, dtype=dtype)
+    W, h = _cast(dtype, W, h)
     for b in range(h.shape[0]):
         for j in range(out.shape[1]):
             for i in range(h.shape[1]):
@@ -28,14 +35,17 @@ def sparse_block_gemv(o, W, h, input_idx, output_idx):
 def sparse_block_dot(W, h, input_idx, b, output_idx):
     """``b[output_idx[n, j]] + sum_i h[n, i] @ W[input_idx[n, i], output_idx[n, j]]``."""
     dtype = _float_dtype(W, h, b)
-    o = np.asarray(b, dtype=dtype)[np.asarray(output_idx, dtype=np.intp)]
+    W, h, b = _cast(dtype, W, h, b)
+    o = b[np.asarray(output_idx, dtype=np.intp)]
     return sparse_block_gemv(o.reshape(h.shape[0], output_idx.shape[1], W.shape[3]),
                              W, h, input_idx, output_idx)
 
 
 def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0):
     """``o'[x_idx[b, i], y_idx[b, j]] += alpha * outer(x[b, i], y[b, j])`` for every b, i, j."""
-    out = np.array(o, dtype=_float_dtype(o, x, y))
+    dtype = _float_dtype(o, x, y)
+    out = np.array(o, dtype=dtype)
+    x, y = _cast(dtype, x, y)
     for b in range(x.shape[0]):
         for i in range(x.shape[1]):
             for j in range(y.shape[1]):
@@ -46,6 +56,7 @@ def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0):
 def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx):
     """Gradients of ``sum(grad_output * sparse_block_dot(W, h, input_idx, b, output_idx))``."""
     dtype = _float_dtype(grad_output, W, h, b)
+    grad_output, W, h = _cast(dtype, grad_output, W, h)
     dW = np.zeros(W.shape, dtype=dtype)
     dh = np.zeros(h.shape, dtype=dtype)
     db = np.zeros(b.shape, dtype=dtype)
@@ -75,11 +86,12 @@ def softmax_grad(grad_output, y, axis=-1):
 def h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
               W1, b1, W2, b2, target=None):
     """Theano's two-level hierarchical softmax, written as its graph in NumPy."""
+    x, W1, b1, W2, b2 = _cast(_float_dtype(x, W1, b1, W2, b2), x, W1, b1, W2, b2)
     class_probs = softmax(x @ W1 + b1)
     if target is None:
         activations = np.tensordot(x, W2, (1, 1)) + b2
         output_probs = softmax(activations.reshape(-1, n_outputs_per_class))
-        output_probs = output_probs.reshape(batch_size, n_classes, -1)
+        output_probs = output_probs.reshape(batch_size, n_classes, n_outputs_per_class)
         output_probs = class_probs[:, :, None] * output_probs
         return output_probs.reshape(batch_size, -1)[:, :n_outputs]
     target = np.asarray(target).ravel()
@@ -96,6 +108,7 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
     """Gradients of ``sum(grad_output * h_softmax(...))`` by the chain rule, by hand."""
     K = n_outputs_per_class
     dtype = _float_dtype(grad_output, x, W1, b1, W2, b2)
+    grad_output, x, W1, b1, W2, b2 = _cast(dtype, grad_output, x, W1, b1, W2, b2)
     class_probs = softmax(x @ W1 + b1)
     dW2 = np.zeros(W2.shape, dtype=dtype)
     db2 = np.zeros(b2.shape, dtype=dtype)

@@ -27,10 +27,10 @@ def _check_product(W, h, input_idx, output_idx):
 
 
 def _check_product_ranges(backend, W, input_idx, output_idx):
-    v.check_index_range("input_idx", backend.to_host(input_idx), W.shape[0],
-                        f"W has {W.shape[0]} input blocks")
-    v.check_index_range("output_idx", backend.to_host(output_idx), W.shape[1],
-                        f"W has {W.shape[1]} output blocks")
+    backend.check_index_range("input_idx", input_idx, W.shape[0],
+                              f"W has {W.shape[0]} input blocks")
+    backend.check_index_range("output_idx", output_idx, W.shape[1],
+                              f"W has {W.shape[1]} output blocks")
 
 
 def _check_types(floats, indices):
@@ -269,8 +269,8 @@ def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False):
     v.check_shape("y_idx", y_idx, y.shape[:2], "y.shape[:2], (batch, yWin)")
     if inplace:
         _check_inplace("o", o, dtype, backend)
-    v.check_index_range("x_idx", backend.to_host(x_idx), o.shape[0], f"o has {o.shape[0]} x blocks")
-    v.check_index_range("y_idx", backend.to_host(y_idx), o.shape[1], f"o has {o.shape[1]} y blocks")
+    backend.check_index_range("x_idx", x_idx, o.shape[0], f"o has {o.shape[0]} x blocks")
+    backend.check_index_range("y_idx", y_idx, o.shape[1], f"o has {o.shape[1]} y blocks")
 
     out = backend.floats(dtype, o) if inplace else backend.copy(o, dtype)
     backend.kernels.blocksparse.outer(

@@ -36,9 +36,10 @@ class _Problem:
             all_classes = np.broadcast_to(np.arange(n_classes), (self.batch, n_classes))
             self.class_idx = backend.indices(all_classes)
         else:
-            t = np.asarray(backend.to_host(target), dtype=np.intp).reshape(self.batch)
-            self.classes = backend.indices(t // K)
-            self.slots = backend.indices(t % K)
+            self.classes = backend.empty((self.batch,), np.intp)
+            self.slots = backend.empty((self.batch,), np.intp)
+            backend.kernels.hsoftmax.split_target(
+                backend.indices(target).reshape(self.batch), K, self.classes, self.slots)
             self.class_idx = self.classes.reshape(self.batch, 1)
 
     def class_probs(self):
@@ -98,8 +99,7 @@ def _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W
                 f"target has shape {tuple(target.shape)} but must be ({batch_size},) "
                 f"(or ({batch_size}, 1)), one output per row of x"
             )
-        v.check_index_range("target", backend.to_host(target), n_outputs,
-                            f"n_outputs = {n_outputs}")
+        backend.check_index_range("target", target, n_outputs, f"n_outputs = {n_outputs}")
     if backward:
         expected = (batch_size, n_outputs) if target is None else (batch_size,)
         v.check_shape("grad_output", grad_output, expected, "the shape of the h_softmax result")

@@ -8,14 +8,14 @@ from ._backend import select
 
 def _as_rows(backend, dtype, a, axis):
     """``a`` with ``axis`` moved last, as a C-contiguous ``(rows, n)`` array of ``dtype``."""
-    moved = np.moveaxis(a, axis, -1)
-    n = moved.shape[-1]
-    rows = int(np.prod(moved.shape[:-1], dtype=np.int64))
+    moved = backend.moveaxis(a, axis, -1)
+    *lead, n = moved.shape  # device shapes refuse negative indices
+    rows = int(np.prod(lead, dtype=np.int64))
     return backend.floats(dtype, moved).reshape(rows, n), moved.shape
 
 
-def _from_rows(out, moved_shape, axis):
-    return np.moveaxis(out.reshape(moved_shape), -1, axis)
+def _from_rows(backend, out, moved_shape, axis):
+    return backend.moveaxis(out.reshape(moved_shape), -1, axis)
 
 
 def softmax_rows(backend, x, out):
@@ -70,7 +70,7 @@ def softmax(x, axis=-1):
     rows, moved_shape = _as_rows(backend, x.dtype, x, axis)
     out = backend.empty(rows.shape, x.dtype)
     softmax_rows(backend, rows, out)
-    return backend.wrap(_from_rows(out, moved_shape, axis))
+    return backend.wrap(_from_rows(backend, out, moved_shape, axis))
 
 
 def softmax_grad(grad_output, y, axis=-1):
@@ -122,4 +122,4 @@ def softmax_grad(grad_output, y, axis=-1):
     y_rows, _ = _as_rows(backend, dtype, y, axis)
     out = backend.empty(y_rows.shape, dtype)
     backend.kernels.softmax.softmax_grad_rows(g_rows, y_rows, out)
-    return backend.wrap(_from_rows(out, moved_shape, axis))
+    return backend.wrap(_from_rows(backend, out, moved_shape, axis))

@@ -74,3 +74,11 @@ def target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot):
             d_class[n, c] = p_class[n, c] * ((g_class if c == c_t else 0.0) - g_class * p_class[n, c_t])
         for k in range(K):
             d_slot[n, k] = p_slot[n, k] * ((g_slot if k == k_t else 0.0) - g_slot * p_slot[n, k_t])
+
+
+@njit(cache=True)
+def split_target(target, K, classes, slots):
+    """In place: ``classes = target // K`` and ``slots = target % K`` (targets are non-negative)."""
+    for n in range(target.shape[0]):
+        classes[n] = target[n] // K
+        slots[n] = target[n] % K

@@ -1,0 +1,163 @@
+"""CUDA kernels that join the two levels of the hierarchical softmax.
+
+``p_class`` is ``(batch, n_classes)``; ``p_slot`` is ``(batch, n_classes, K)`` in
+full mode and ``(batch, K)`` (the target's class only) in target mode, as in
+``nbsparse._cpu.hsoftmax``, whose arithmetic these kernels repeat. The forward
+kernels and ``target_backward`` are element-wise (one thread per output element);
+``full_backward`` needs a per-row sum over classes and uses a block per row.
+"""
+
+import functools
+
+from numba import cuda
+
+from . import launch
+
+
+@launch.kernel
+def _full_forward(p_class, p_slot, out):
+    """``out[n, c * K + k] = p_class[n, c] * p_slot[n, c, k]``; one writer per ``out[n, m]``."""
+    n_outputs, K = out.shape[1], p_slot.shape[2]
+    for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        n, m = t // n_outputs, t % n_outputs
+        c = m // K
+        out[n, m] = p_class[n, c] * p_slot[n, c, m - c * K]
+
+
+@launch.kernel
+def _target_forward(p_class, p_slot, classes, slots, out):
+    """``out[n] = p_class[n, classes[n]] * p_slot[n, slots[n]]``; one writer per ``out[n]``."""
+    for n in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        out[n] = p_class[n, classes[n]] * p_slot[n, slots[n]]
+
+
+@functools.cache
+def _full_backward(threads):
+    """The full-mode backward kernel for blocks of ``threads`` (a power of two)."""
+
+    @launch.kernel
+    def full_backward(g, p_class, p_slot, d_class, d_slot):
+        """Softmax-input gradients of both levels, full mode; a block per batch row.
+
+        Columns ``c * K + k >= n_outputs`` (Theano's truncation) get zero upstream
+        gradient. Per row ``n``: (1) thread ``tid`` owns classes ``c = tid, tid +
+        threads, ...``, alone writes the raw class gradient ``sum_k g * p_slot`` to
+        ``d_class[n, c]`` and adds its share of ``class_dot``; (2) a shared-memory
+        tree sum gives ``class_dot``, and its barriers publish (1)'s writes; (3)
+        thread ``tid`` alone writes ``d_slot[n].flat[m]`` for ``m = tid, tid +
+        threads, ...`` (coalesced), reading the raw class gradients; (4) after a
+        barrier, class owners overwrite ``d_class[n, c]`` with the final value.
+        """
+        buf = cuda.shared.array(threads, dtype=p_class.dtype)
+        tid = cuda.threadIdx.x
+        batch, n_outputs = g.shape
+        n_classes, K = p_slot.shape[1], p_slot.shape[2]
+        zero = p_class.dtype.type(0)
+        for n in range(cuda.blockIdx.x, batch, cuda.gridDim.x):  # block-uniform
+            class_dot = zero
+            for c in range(tid, n_classes, threads):
+                width = max(0, min(K, n_outputs - c * K))
+                g_class = zero
+                for k in range(width):
+                    g_class += g[n, c * K + k] * p_slot[n, c, k]
+                d_class[n, c] = g_class
+                class_dot += g_class * p_class[n, c]
+            buf[tid] = class_dot
+            cuda.syncthreads()
+            step = threads // 2
+            while step > 0:
+                if tid < step:
+                    buf[tid] += buf[tid + step]
+                cuda.syncthreads()
+                step //= 2
+            class_dot = buf[0]
+            cuda.syncthreads()
+
+            for m in range(tid, n_classes * K, threads):
+                c, k = m // K, m % K
+                slot_dot = d_class[n, c] * p_class[n, c]  # sum_k (g * p_class) * p_slot
+                upstream = g[n, m] * p_class[n, c] if m < n_outputs else zero
+                d_slot[n, c, k] = p_slot[n, c, k] * (upstream - slot_dot)
+            cuda.syncthreads()  # (3) has read every raw d_class[n, c]
+
+            for c in range(tid, n_classes, threads):
+                d_class[n, c] = p_class[n, c] * (d_class[n, c] - class_dot)
+
+    return full_backward
+
+
+@launch.kernel
+def _target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot):
+    """Softmax-input gradients of both levels, target mode; one thread per output element.
+
+    Only ``p_class[n, classes[n]]`` and ``p_slot[n, slots[n]]`` reach the output, so
+    each upstream gradient has one non-zero entry per row. The grid covers
+    ``d_class`` and then ``d_slot``; thread ``t`` alone writes each element it visits.
+    """
+    n_classes, K = p_class.shape[1], p_slot.shape[1]
+    zero = p_class.dtype.type(0)
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for t in range(start, d_class.size, stride):
+        n, c = t // n_classes, t % n_classes
+        c_t = classes[n]
+        g_class = g[n] * p_slot[n, slots[n]]  # upstream gradient of p_class[n, c_t]
+        own = g_class if c == c_t else zero
+        d_class[n, c] = p_class[n, c] * (own - g_class * p_class[n, c_t])
+    for t in range(start, d_slot.size, stride):
+        n, k = t // K, t % K
+        k_t = slots[n]
+        g_slot = g[n] * p_class[n, classes[n]]  # upstream gradient of p_slot[n, k_t]
+        own = g_slot if k == k_t else zero
+        d_slot[n, k] = p_slot[n, k] * (own - g_slot * p_slot[n, k_t])
+
+
+@launch.kernel
+def _split_target(target, K, classes, slots):
+    """``classes = target // K``, ``slots = target % K``; thread ``n`` alone writes row ``n``."""
+    for n in range(cuda.grid(1), target.shape[0], cuda.gridsize(1)):
+        classes[n] = target[n] // K
+        slots[n] = target[n] % K
+
+
+def split_target(target, K, classes, slots, *, stream=0):
+    """Same contract as ``_cpu.hsoftmax.split_target``; all arrays are device arrays."""
+    if target.shape[0]:
+        _split_target[launch.blocks_for(target.shape[0]), launch.threads(), stream](
+            target, K, classes, slots
+        )
+
+
+def full_forward(p_class, p_slot, out, *, stream=0):
+    """Same contract as ``_cpu.hsoftmax.full_forward``; all arguments are device arrays."""
+    if out.size == 0:
+        return
+    _full_forward[launch.blocks_for(out.size), launch.threads(), stream](p_class, p_slot, out)
+
+
+def target_forward(p_class, p_slot, classes, slots, out, *, stream=0):
+    """Same contract as ``_cpu.hsoftmax.target_forward``; all arguments are device arrays."""
+    if out.size == 0:
+        return
+    _target_forward[launch.blocks_for(out.size), launch.threads(), stream](
+        p_class, p_slot, classes, slots, out
+    )
+
+
+def full_backward(g, p_class, p_slot, d_class, d_slot, *, stream=0):
+    """Same contract as ``_cpu.hsoftmax.full_backward``; all arguments are device arrays."""
+    if d_class.size == 0:
+        return
+    threads = launch.reduction_threads(p_slot.shape[1] * p_slot.shape[2])
+    _full_backward(threads)[launch.blocks_for(g.shape[0], per_block=1), threads, stream](
+        g, p_class, p_slot, d_class, d_slot
+    )
+
+
+def target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot, *, stream=0):
+    """Same contract as ``_cpu.hsoftmax.target_backward``; all arguments are device arrays."""
+    n = max(d_class.size, d_slot.size)
+    if n == 0:
+        return
+    _target_backward[launch.blocks_for(n), launch.threads(), stream](
+        g, p_class, p_slot, classes, slots, d_class, d_slot
+    )

@@ -1,0 +1,56 @@
+"""Launch configuration shared by the CUDA kernels.
+
+The module globals are read at every launch, so tests can monkeypatch them
+(small blocks give several blocks and a ragged last one on tiny inputs). Every
+kernel is grid-stride, so any grid size is correct; ``MAX_BLOCKS`` only bounds
+the launch.
+"""
+
+from numba import cuda
+
+#: Threads per block of the element-wise kernels; the reduction kernels use the
+#: largest power of two not above it.
+THREADS_PER_BLOCK = 128
+#: Elements of ``h`` staged in shared memory per step of the tiled gemv.
+TILE = 32
+#: Upper bound on the blocks of one launch (grid-stride loops cover the rest).
+MAX_BLOCKS = 4096
+
+#: True under ``NUMBA_ENABLE_CUDASIM=1``, decided from the module actually loaded
+#: (``config.ENABLE_CUDASIM`` can change after import).
+SIM = cuda.jit.__module__.startswith("numba.cuda.simulator")
+
+# lineinfo maps SASS back to source lines for profilers at no run-time cost; the
+# simulator's ``cuda.jit`` raises TypeError for it.
+JIT_OPTIONS = {} if SIM else {"lineinfo": True}
+
+
+def kernel(func):
+    """``cuda.jit`` with the options above: lazy, nothing compiles until the first launch."""
+    return cuda.jit(**JIT_OPTIONS)(func)
+
+
+def threads():
+    """Threads per block of the element-wise kernels (``THREADS_PER_BLOCK``, at least 1)."""
+    return max(1, int(THREADS_PER_BLOCK))
+
+
+def reduction_threads(n):
+    """Power-of-two block size for kernels that reduce rows of length ``n`` in shared memory.
+
+    At most ``THREADS_PER_BLOCK`` (rounded down to a power of two); short rows get a
+    smaller block, but not below one warp, since a partial warp saves nothing.
+    """
+    cap = 1 << (threads().bit_length() - 1)
+    fit = 1 << max(0, n - 1).bit_length()
+    return min(cap, max(fit, 32))
+
+
+def blocks_for(n, per_block=None):
+    """Blocks for ``n`` work items of ``per_block`` each (default: one per thread), capped.
+
+    Never 0 (a zero-block launch is an error), but callers should not launch at
+    all when ``n`` is 0.
+    """
+    per_block = threads() if per_block is None else per_block
+    return max(1, min(MAX_BLOCKS, -(-n // per_block)))

@@ -1,0 +1,55 @@
+"""Session set-up shared by every test module.
+
+The CUDA simulator must be chosen before Numba is first imported (TECH_NOTES §7):
+setting ``NUMBA_ENABLE_CUDASIM`` after ``import numba`` is ignored. conftest is
+imported before any test module, so CPU tests and simulator tests can share one
+session. The simulator does not change the CPU kernels. On a GPU machine run
+``NUMBA_ENABLE_CUDASIM=0 pytest`` to test the real device.
+"""
+
+import os
+
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import sys  # noqa: E402  (the environment must be set before anything can import numba)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+SEED = 20240611
+"""The one seed of the ``rng`` fixture; every test starts from the same stream."""
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: runs CUDA kernels (simulator or GPU)")
+    config.addinivalue_line("markers", "gpu: needs real hardware (CuPy, streams, perf)")
+
+
+def pytest_collection_modifyitems(config, items):
+    marked = [item for item in items if "cuda" in item.keywords or "gpu" in item.keywords]
+    if not marked:
+        return  # CPU-only selection: do not pay for importing numba.cuda
+    from numba import cuda
+
+    sim = cuda.jit.__module__.startswith("numba.cuda.simulator")
+    real = not sim and cuda.is_available()
+    for item in marked:
+        if "gpu" in item.keywords and not real:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        if "cuda" in item.keywords and not (sim or real):
+            item.add_marker(pytest.mark.skip(reason="no CUDA GPU and the simulator is off"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_simulator():
+    """Shorter GIL switch interval: simulated ``syncthreads`` busy-polls (about 5x faster)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    yield
+    sys.setswitchinterval(old)
+
+
+@pytest.fixture
+def rng():
+    """A fresh generator with the fixed seed, so each test sees the same numbers every run."""
+    return np.random.default_rng(SEED)
