@@ -61,11 +61,9 @@ def select(optional=(), deterministic=False, **arrays):
             + ". Move them to one side first (e.g. cupy.asarray / .get())."
         )
     if sides[DEVICE]:
-        raise NotImplementedError(
-            f"{', '.join(sides[DEVICE])} {'is' if len(sides[DEVICE]) == 1 else 'are'} "
-            f"{_SIDE[DEVICE]}, but nbsparse's GPU backend is not built yet; "
-            "pass NumPy arrays to run on the CPU."
-        )
+        from ._device import DeviceBackend  # loads numba.cuda: only when a device array comes
+
+        return DeviceBackend([arrays[name] for name in sides[DEVICE]], deterministic)
     return HOST_BACKEND
 
 

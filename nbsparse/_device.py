@@ -94,12 +94,13 @@ class _Kernels:
             setattr(self, name, _BoundKernels(getattr(_cuda, name), stream, deterministic))
 
 
-def _assign(dst, src):
-    """``dst[...] = src`` on the device (any strides; converts the dtype on read)."""
+def _assign(dst, src, stream):
+    """``dst[...] = src`` on the device, on ``stream`` (any strides; converts the dtype on read)."""
     if SIM:
         dst._ary[...] = src._ary
     else:
-        dst[...] = src  # Numba's strided assignment kernel, on dst's stream
+        # Numba's strided assignment kernel; a non-zero stream makes it asynchronous.
+        dst.setitem(Ellipsis, src, stream=stream)
 
 
 class DeviceBackend:
@@ -123,7 +124,7 @@ class DeviceBackend:
             return d
         out = self.empty(d.shape, dtype)
         if out.size:
-            _assign(out, d)
+            _assign(out, d, self.stream)
         return out
 
     def indices(self, idx):
@@ -158,7 +159,7 @@ class DeviceBackend:
     def copy(self, a, dtype):
         out = self.empty(a.shape, dtype)
         if out.size:
-            _assign(out, as_device(a))
+            _assign(out, as_device(a), self.stream)
         return out
 
     @staticmethod
@@ -170,7 +171,7 @@ class DeviceBackend:
         """Copy ``result`` into the caller's ``target`` unless the kernel wrote there directly."""
         d = as_device(target)
         if not (d.dtype == result.dtype and d.is_c_contiguous()):
-            _assign(d, result)
+            _assign(d, result, self.stream)
 
     @staticmethod
     def moveaxis(a, source, destination):

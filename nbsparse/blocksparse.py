@@ -203,7 +203,7 @@ def sparse_block_dot(W, h, input_idx, b, output_idx):
     return backend.wrap(_dot(backend, dtype, W, h, input_idx, b, output_idx))
 
 
-def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False):
+def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False, deterministic=False):
     """Add scaled outer products into selected blocks of ``o`` (Theano's ``SparseBlockOuter``).
 
     Parameters
@@ -223,6 +223,10 @@ def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False):
     inplace : bool, optional
         Write the result into ``o`` and return ``o``. ``o`` must then be writeable
         and have the result dtype.
+    deterministic : bool, optional
+        On the GPU, sum repeated block pairs in a fixed order (a host-side sort of
+        the pairs) instead of with atomics, so results are bit-identical run to
+        run. The CPU kernel is always deterministic and ignores it.
 
     Returns
     -------
@@ -254,7 +258,7 @@ def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False):
     array([[1., 2.],
            [1., 2.]])
     """
-    backend = select(o=o, x=x, y=y, x_idx=x_idx, y_idx=y_idx)
+    backend = select(o=o, x=x, y=y, x_idx=x_idx, y_idx=y_idx, deterministic=deterministic)
     dtype = _check_types({"o": o, "x": x, "y": y}, {"x_idx": x_idx, "y_idx": y_idx})
     alpha = v.check_scalar("alpha", alpha)
     v.check_ndim("o", o, 4, "(xBlocks, yBlocks, xSize, ySize)")
@@ -283,7 +287,7 @@ def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False):
     return backend.wrap(out)
 
 
-def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx):
+def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, deterministic=False):
     """Gradients of ``sum(grad_output * sparse_block_dot(W, h, input_idx, b, output_idx))``.
 
     Parameters
@@ -292,6 +296,9 @@ def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx):
         Gradient of the loss with respect to the ``sparse_block_dot`` result.
     W, h, input_idx, b, output_idx
         The arguments of the forward :func:`sparse_block_dot` call.
+    deterministic : bool, optional
+        Bit-identical ``W`` and ``b`` gradients run to run on the GPU, as for
+        :func:`sparse_block_outer`; the CPU kernels always are.
 
     Returns
     -------
@@ -327,7 +334,7 @@ def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx):
            [1., 1., 1.]]))
     """
     backend = select(grad_output=grad_output, W=W, h=h, input_idx=input_idx, b=b,
-                     output_idx=output_idx)
+                     output_idx=output_idx, deterministic=deterministic)
     dtype = _check_types({"grad_output": grad_output, "W": W, "h": h, "b": b},
                          {"input_idx": input_idx, "output_idx": output_idx})
     _check_product(W, h, input_idx, output_idx)

@@ -62,14 +62,14 @@ class _Problem:
 
 
 def _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target,
-             grad_output=None, *, backward=False):
+             grad_output=None, *, backward=False, deterministic=False):
     """Check every argument (nothing runs before this returns) and build the problem.
 
     ``backward`` says the call is ``h_softmax_grad``, whose ``grad_output`` is required.
     """
     arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2}
     floats = {"grad_output": grad_output, **arrays} if backward else arrays
-    backend = select(optional=("target",), **floats, target=target)
+    backend = select(optional=("target",), deterministic=deterministic, **floats, target=target)
     for name, a in floats.items():
         v.check_float(name, a)
     if target is not None:
@@ -187,7 +187,7 @@ def h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, 
 
 
 def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
-                   W1, b1, W2, b2, target=None):
+                   W1, b1, W2, b2, target=None, *, deterministic=False):
     """Gradients of ``sum(grad_output * h_softmax(x, ..., target))``.
 
     Parameters
@@ -197,6 +197,9 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
         ``(batch, n_outputs)`` without a target, ``(batch,)`` with one.
     x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target
         The arguments of the forward :func:`h_softmax` call.
+    deterministic : bool, optional
+        Bit-identical weight and bias gradients run to run on the GPU (see
+        :func:`sparse_block_outer`); the CPU kernels always are.
 
     Returns
     -------
@@ -233,7 +236,8 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
     array([0., 0.])
     """
     backend, p = _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
-                          W1, b1, W2, b2, target, grad_output, backward=True)
+                          W1, b1, W2, b2, target, grad_output, backward=True,
+                          deterministic=deterministic)
     kernels = backend.kernels.hsoftmax
     g = backend.floats(p.dtype, grad_output)
     p_class, p_slot = p.class_probs(), p.slot_probs()

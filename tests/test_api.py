@@ -1,7 +1,10 @@
 """The public surface of docs/API.md: names, signatures, result types, docstrings.
 
-The signatures are copied here as literal strings (CI need not have the docs):
-names, order, kinds (``inplace`` is keyword-only) and defaults must match exactly.
+The signatures are copied here as literal strings (CI need not have the docs).
+API.md allows added keywords, so the contract's parameters must form the prefix
+of each signature, with exactly these names, order, kinds (``inplace`` is
+keyword-only) and defaults; any parameter after them must be keyword-only and
+have a default, so that no call written against the contract can break.
 """
 
 import inspect
@@ -80,16 +83,50 @@ def test_pep440_pattern_rejects_invalid_versions(version):
 
 
 # --------------------------------------------------------------------------- signatures
-@by_function
-def test_signature_matches_api(name):
+def _split(name):
+    """The parameters of ``nbs.<name>``: (the contract's prefix, the ones added after it)."""
     actual = inspect.signature(getattr(nbs, name))
+    params = list(actual.parameters.values())
+    n = len(_expected_signature(SIGNATURES[name]).parameters)
+    return actual.replace(parameters=params[:n]), params[n:]
+
+
+@by_function
+def test_signature_starts_with_the_api_parameters(name):
+    prefix, _ = _split(name)
     expected = _expected_signature(SIGNATURES[name])
-    assert str(actual) == SIGNATURES[name]
-    assert list(actual.parameters) == list(expected.parameters)  # names and order
-    for param, want in zip(actual.parameters.values(), expected.parameters.values()):
+    assert str(prefix) == SIGNATURES[name]
+    assert list(prefix.parameters) == list(expected.parameters)  # names and order
+    for param, want in zip(prefix.parameters.values(), expected.parameters.values()):
         assert param.kind == want.kind, (param.name, param.kind, want.kind)
         assert param.default == want.default, (param.name, param.default, want.default)
         assert type(param.default) is type(want.default), param.name  # 1.0, not 1; -1, not -1.0
+
+
+@by_function
+def test_added_parameters_are_keyword_only_with_defaults(name):
+    _, added = _split(name)
+    for param in added:
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY, (param.name, param.kind)
+        assert param.default is not inspect.Parameter.empty, f"{param.name} has no default"
+
+
+DETERMINISTIC = ["sparse_block_outer", "sparse_block_dot_grad", "h_softmax_grad"]
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_deterministic_is_an_added_keyword_defaulting_to_false(name):
+    _, added = _split(name)
+    param = {p.name: p for p in added}["deterministic"]
+    assert param.kind is inspect.Parameter.KEYWORD_ONLY
+    assert param.default is False
+
+
+def test_split_finds_added_keywords():
+    """Guard: the prefix comparison above really sees parameters added after the contract's."""
+    prefix, added = _split("sparse_block_outer")
+    assert list(prefix.parameters)[-1] == "inplace"
+    assert "deterministic" in [p.name for p in added]
 
 
 @pytest.mark.parametrize("name", ["sparse_block_gemv", "sparse_block_outer"])

@@ -80,3 +80,44 @@ def test_only_the_atomic_kernels_use_atomics(compiled):
 def test_only_the_shared_memory_kernels_use_barriers(compiled):
     assert names(compiled["barriers"]) == {"gemv_tiled", "softmax_rows", "softmax_grad_rows",
                                            "full_backward"}
+
+
+DISPATCH_CHILD = r"""
+import json
+from numba import cuda, types
+from nbsparse._cuda import arrays, hsoftmax
+
+def compiles(func, argtypes):
+    try:
+        cuda.compile_ptx(func.py_func, argtypes, cc=(7, 0))
+        return "ok"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"[:500]
+
+report = {}
+for name in ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"):
+    # the caller's index dtype reaches this kernel unconverted
+    report[f"count_outside[{name}]"] = compiles(
+        arrays._count_outside, (getattr(types, name)[::1], types.int64, types.int32[::1]))
+for name in ("float32", "float64"):
+    t = getattr(types, name)
+    report[f"fill[{name}]"] = compiles(arrays._fill, (t[::1], t))
+report["split_target"] = compiles(
+    hsoftmax._split_target, (types.intp[::1], types.int64, types.intp[::1], types.intp[::1]))
+print(json.dumps(report))
+"""
+
+
+def test_dispatch_kernels_compile_for_every_index_dtype(compiled):
+    """The device backend's own kernels (fill, index range count, target split) compile too.
+
+    ``ptx.kernels()`` lists the op kernels; these run in the dispatch layer, and
+    ``count_outside`` is compiled for whatever integer dtype the caller's indices have.
+    """
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
+    proc = subprocess.run([sys.executable, "-c", DISPATCH_CHILD], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(report) == 11
+    assert {k: v for k, v in report.items() if v != "ok"} == {}

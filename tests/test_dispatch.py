@@ -5,9 +5,14 @@
   result is a plain ``np.ndarray`` (the kernels write into fresh base-class
   arrays); only ``inplace=True`` returns the caller's ``o`` object itself.
 - Device arrays (a ``__cuda_array_interface__`` or a ``__cuda_ndarray__ = True``
-  flag) are recognised by attribute alone: their data are never read or copied
-  to the host. Until the GPU backend exists they raise ``NotImplementedError``.
-- Host and device arrays mixed in one call: ``TypeError`` naming both sides.
+  flag) are recognised by attribute alone and run on the GPU backend; the host
+  side never converts them to NumPy (no ``__array__``, no buffer protocols, no
+  item access): only the kernels read their data. Numba device arrays come back
+  as device arrays; an object with only ``__cuda_array_interface__`` (neither
+  CuPy nor Numba) gets a Numba device array, or itself with ``inplace=True``.
+  tests/test_device.py checks every op, CuPy in/CuPy out and the strict API.
+- Host and device arrays mixed in one call: ``TypeError`` naming both sides,
+  raised by ``select()`` from attributes alone, before any data is read.
 - ``import nbsparse`` imports neither Numba nor numba.cuda nor CuPy.
 - The result dtype is ``np.result_type`` of the float inputs (never of the indices).
 """
@@ -123,12 +128,12 @@ def test_inplace_returns_o_itself(name, cls):
 
 
 # --------------------------------------------------------------------------- device doubles
-class _NoData:
-    """Metadata of an array; every way to reach its data records the attempt and fails.
+class _Recording:
+    """Metadata of an array; every host-side way to reach its data records the attempt and fails.
 
-    Like numba-cuda's ``ForeignArray`` test double, but with no memory behind it:
-    the data pointer is a fake, so reading through it would crash, and the NumPy
-    and sequence protocols raise.
+    The NumPy protocols (``__array__``, ``__array_interface__``, ``__array_struct__``),
+    the sequence and number protocols and the host-copy methods of CuPy and Numba
+    all raise: nbsparse must reach a device array's data only through a kernel.
     """
 
     def __init__(self, template):
@@ -182,19 +187,32 @@ class _NoData:
         self._touch("tolist")
 
 
-class CAIArray(_NoData):
-    """Has only ``__cuda_array_interface__`` (CuPy, Numba device arrays, PyTorch)."""
+class CAIArray(_Recording):
+    """Has only ``__cuda_array_interface__`` (like numba-cuda's ``ForeignArray`` test double).
+
+    The interface points at a C-contiguous host copy of ``template`` that the
+    double keeps alive: under the CUDA simulator nbsparse reads a CAI pointer as
+    host memory (TECH_NOTES §2), so the kernels can run on it. On a real GPU that
+    pointer is not device memory: only calls that raise before reading data may
+    use this double there.
+    """
 
     def __init__(self, template):
         super().__init__(template)
+        self.memory = np.array(template, order="C", copy=True)
+        self.strides = self.memory.strides
         self.__cuda_array_interface__ = {
-            "shape": template.shape, "typestr": template.dtype.str, "strides": None,
-            "data": (0xDEAD0000, False), "version": 3,
+            "shape": self.memory.shape, "typestr": self.memory.dtype.str, "strides": None,
+            "data": (self.memory.ctypes.data, False), "version": 3,
         }
 
 
-class FlaggedArray(_NoData):
-    """Has only the ``__cuda_ndarray__`` flag (Numba's CUDA-simulator arrays)."""
+class FlaggedArray(_Recording):
+    """Has only the ``__cuda_ndarray__`` flag (Numba's CUDA-simulator arrays) and no data.
+
+    For calls that raise before any data is read: ``select()`` decides the mixing
+    TypeError from attributes alone (``array_kind``), before building a backend.
+    """
 
     __cuda_ndarray__ = True
 
@@ -214,19 +232,84 @@ def test_doubles_are_not_numpy_arrays():
     assert not hasattr(FlaggedArray(template), "__cuda_array_interface__")
 
 
+def test_cai_double_points_at_its_own_memory():
+    """Guard: the interface describes the double's host buffer, which holds the template."""
+    template = np.arange(6.0).reshape(2, 3)[:, ::-1]  # not C-contiguous
+    double = CAIArray(template)
+    interface = double.__cuda_array_interface__
+    assert interface["data"] == (double.memory.ctypes.data, False)
+    assert interface["shape"] == template.shape and interface["typestr"] == template.dtype.str
+    np.testing.assert_array_equal(double.memory, template)
+
+
 def _with_devices(args, device_names, double):
     doubles = {name: double(args[name]) for name in device_names}
     return {**args, **doubles}, doubles
 
 
-@DOUBLES
+def _is_device_array(a):
+    return getattr(a, "__cuda_ndarray__", False) and not isinstance(a, np.ndarray)
+
+
+def _host_copy(a):
+    return a.memory if isinstance(a, CAIArray) else a.copy_to_host()
+
+
+def _simulator():
+    from nbsparse._cuda.launch import SIM  # imports numba.cuda: only in device tests
+
+    return SIM
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """8 threads per block: fewer simulated threads, and grids of several blocks."""
+    from nbsparse._cuda import launch
+
+    monkeypatch.setattr(launch, "THREADS_PER_BLOCK", 8)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", ["cuda_array_interface", "numba_device_array"])
 @by_spec
-def test_device_arrays_raise_not_implemented_until_the_gpu_backend_exists(spec, double):
-    args, doubles = _with_devices(spec.build(), spec.arrays, double)
-    with pytest.raises(NotImplementedError, match="GPU backend is not built yet"):
-        spec.func(**args)
-    touched = {k: d.touched for k, d in doubles.items() if d.touched}
-    assert not touched, touched
+def test_device_arrays_run_and_come_back_as_device_arrays(spec, kind, small_blocks):
+    from numba import cuda
+
+    if kind == "cuda_array_interface" and not _simulator():
+        pytest.skip("the CAI double's pointer is host memory: simulator only")
+    put = CAIArray if kind == "cuda_array_interface" else cuda.to_device
+    host_args = spec.build()
+    args = {k: put(a) if k in spec.arrays else a for k, a in host_args.items()}
+    expected = results(spec.func(**host_args))
+
+    got = results(spec.func(**args))
+
+    assert len(got) == len(expected)
+    for r, e in zip(got, expected):
+        assert _is_device_array(r), type(r)
+        assert r.dtype == e.dtype and tuple(r.shape) == e.shape
+        np.testing.assert_allclose(r.copy_to_host(), e, rtol=1e-12, atol=1e-12)
+    for name in spec.arrays:  # inputs unchanged
+        np.testing.assert_array_equal(_host_copy(args[name]), host_args[name], err_msg=name)
+    touched = {k: args[k].touched for k in spec.arrays if isinstance(args[k], CAIArray)}
+    assert not any(touched.values()), touched  # CAI doubles were never read on the host
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["sparse_block_gemv", "sparse_block_outer"])
+def test_inplace_on_a_cai_double_writes_its_memory_and_returns_it(name, small_blocks):
+    if not _simulator():
+        pytest.skip("the CAI double's pointer is host memory: simulator only")
+    spec = SPEC[name]
+    host_args = spec.build()
+    args, doubles = _with_devices(host_args, spec.arrays, CAIArray)
+    expected = spec.func(**host_args)
+
+    result = spec.func(**args, inplace=True)
+
+    assert result is args["o"]
+    np.testing.assert_allclose(args["o"].memory, expected, rtol=1e-12)
+    assert all(d.touched == [] for d in doubles.values())
 
 
 MIXES = [  # (spec, the arguments on the device; every other array is on the host)
