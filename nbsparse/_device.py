@@ -146,7 +146,10 @@ class DeviceBackend:
         """
         d = self.floats(as_device(idx).dtype, idx)
         if _cuda.arrays.count_outside(d, n, stream=self.stream):
-            v.check_index_range(name, d.copy_to_host(stream=self.stream), n, what)
+            host = d.copy_to_host(stream=self.stream)
+            if self.stream:  # the copy is asynchronous on a non-default stream
+                self.stream.synchronize()
+            v.check_index_range(name, host, n, what)
 
     def empty(self, shape, dtype):
         return cuda.device_array(shape, dtype=dtype, stream=self.stream)

@@ -39,4 +39,7 @@ def count_outside(idx, n, *, stream=0):
     count = cuda.to_device(np.zeros(1, dtype=np.int32), stream=stream)
     flat = idx.reshape(idx.size)
     _count_outside[launch.blocks_for(idx.size), launch.threads(), stream](flat, np.int64(n), count)
-    return int(count.copy_to_host(stream=stream)[0])
+    host = count.copy_to_host(stream=stream)
+    if stream:  # the copy is asynchronous on a non-default stream
+        stream.synchronize()
+    return int(host[0])
