@@ -15,8 +15,9 @@ A large batch (65,536 rows, 4 x 4 windows of 32 x 32 blocks, 64 x 64 blocks: a
     with the graph, as after a weight update; ``dW`` and ``db`` come back, ``dh``
     stays on the workers for the layer below.
 
-It prints best-of-``--repeat`` times and the ratio to the plain call, then the
-shape of the 64-chunk graph: tasks, summing levels and the widest task.
+Each round times the plain call and then a Dask run; it prints the best times and
+the median of the per-round ratios over ``--repeat`` rounds, then the shape of
+the 64-chunk graph: tasks, summing levels and the widest task.
 """
 
 import argparse
@@ -43,14 +44,21 @@ def problem(batch, dtype=np.float32, seed=0, blocks=64, size=32, window=4):
 BATCH_ARGS = ("grad_output", "h", "input_idx", "output_idx")
 
 
-def best_of(repeat, func):
-    """The shortest of ``repeat`` wall-clock times of ``func()``, in seconds."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def _seconds(func):
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def paired(repeat, plain, other):
+    """``(best plain time, best other time, median of the per-round ratios)`` over ``repeat`` rounds.
+
+    Each round times ``plain()`` and then ``other()``: on a shared machine whose
+    load drifts, the ratio within a round is steadier than a ratio of best times.
+    """
+    rounds = [(_seconds(plain), _seconds(other)) for _ in range(repeat)]
+    ratios = sorted(b / a for a, b in rounds)
+    return min(a for a, _ in rounds), min(b for _, b in rounds), ratios[len(ratios) // 2]
 
 
 def graph_shape(collections):
@@ -91,9 +99,9 @@ def graph_shape(collections):
 def run(client, batch, chunk_counts, repeat, dtype=np.float32, **sizes):
     """Time the plain call and the Dask runs on ``client``.
 
-    Returns ``(rows, shape)``: rows of ``(run, chunks, seconds, ratio to the plain
-    call)`` and the :func:`graph_shape` for the last of ``chunk_counts``.
-    ``sizes`` go to :func:`problem`.
+    Returns ``(rows, shape)``: rows of ``(run, chunks, best seconds, median ratio
+    to the plain call)`` (see :func:`paired`) and the :func:`graph_shape` for the
+    last of ``chunk_counts``. ``sizes`` go to :func:`problem`.
     """
     import dask
     import dask.array as da
@@ -103,9 +111,10 @@ def run(client, batch, chunk_counts, repeat, dtype=np.float32, **sizes):
 
     args = problem(batch, dtype, **sizes)
     nbs.sparse_block_dot_grad(**problem(64, dtype, **sizes))  # compile (or load) outside the timing
-    plain = best_of(repeat, lambda: nbs.sparse_block_dot_grad(**args))
-    rows = [("in-process call", "-", plain, 1.0)]
-    shape = None
+    def plain():
+        nbs.sparse_block_dot_grad(**args)
+
+    rows, shape, best_plain = [], None, float("inf")
     for n in chunk_counts:
         rows_per_chunk = -(-batch // n)
         lazy = {k: da.from_array(a, chunks=(rows_per_chunk, *a.shape[1:])) if k in BATCH_ARGS else a
@@ -113,8 +122,10 @@ def run(client, batch, chunk_counts, repeat, dtype=np.float32, **sizes):
         grads = nbs.sparse_block_dot_grad(**lazy)
         shape = graph_shape(grads)
         dask.compute(*grads, scheduler=client)  # warm the workers up: Numba's cache, connections
-        t = best_of(repeat, lambda: dask.compute(*nbs.sparse_block_dot_grad(**lazy), scheduler=client))
-        rows.append(("Dask, from client", n, t, t / plain))
+        a, t, ratio = paired(repeat, plain, lambda: dask.compute(*nbs.sparse_block_dot_grad(**lazy),
+                                                                scheduler=client))
+        best_plain = min(best_plain, a)
+        rows.append(("Dask, from client", n, t, ratio))
 
         with client.as_current():  # distributed.wait asks for the current client
             on_workers = dict(zip(BATCH_ARGS, client.persist([lazy[k] for k in BATCH_ARGS])))
@@ -126,10 +137,11 @@ def run(client, batch, chunk_counts, repeat, dtype=np.float32, **sizes):
                 dask.compute(dW, db, scheduler=client)
                 distributed.wait(dh)
 
-            t = best_of(repeat, step)
+            a, t, ratio = paired(repeat, plain, step)
+            best_plain = min(best_plain, a)
             client.cancel(list(on_workers.values()))
-        rows.append(("Dask, data on workers", n, t, t / plain))
-    return rows, shape
+        rows.append(("Dask, data on workers", n, t, ratio))
+    return [("in-process call", "-", best_plain, 1.0), *rows], shape
 
 
 def main(argv=None):
@@ -137,7 +149,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=65536)
     parser.add_argument("--chunks", type=int, nargs="+", default=[2, 8, 64])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     opts = parser.parse_args(argv)
 
@@ -155,9 +167,9 @@ def main(argv=None):
                                   dashboard_address=None, env={"NUMBA_NUM_THREADS": "1"}) as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
         rows, shape = run(client, opts.batch, opts.chunks, opts.repeat)
-    print(f"{'run':<24}{'chunks':>8}{'best time':>12}{'ratio':>8}")
+    print(f"{'run':<24}{'chunks':>8}{'best time':>12}{'median ratio':>14}")
     for name, n, t, ratio in rows:
-        print(f"{name:<24}{n!s:>8}{t * 1e3:>10.1f}ms{ratio:>8.2f}")
+        print(f"{name:<24}{n!s:>8}{t * 1e3:>10.1f}ms{ratio:>14.2f}")
     print(f"graph for {opts.chunks[-1]} chunks: {shape['tasks']} tasks ({shape['chunk_tasks']} chunk tasks, "
           f"{shape['summing_tasks']} summing tasks), {shape['levels']} summing levels, "
           f"widest summing task {shape['widest_sum']} inputs, widest task {shape['widest']} inputs")

@@ -316,7 +316,7 @@ def _numpy_error(case, args, error):
     return str(info.value)
 
 
-BAD_INDEX = [  # (case, argument, position): a row in the fifth chunk, not its first
+BAD_INDEX = [  # (case, argument, position): a row past the first chunk, not first in its own
     ("sparse_block_gemv", "input_idx", (47, 1)),
     ("sparse_block_dot", "output_idx", (44, 3)),
     ("sparse_block_outer", "y_idx", (40, 0)),
