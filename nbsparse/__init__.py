@@ -2,8 +2,9 @@
 
 The public API (see ``API.md`` in the docs) is Theano-compatible: argument names
 and orders follow ``theano.tensor.nnet.blocksparse`` and ``h_softmax``. NumPy
-arrays run the Numba CPU kernels. Importing nbsparse compiles nothing and does
-not import Numba; kernels are compiled (and cached on disk) at first use.
+arrays run the Numba CPU kernels; Dask arrays build lazy graphs that run them
+chunk by chunk. Importing nbsparse compiles nothing and imports neither Numba
+nor Dask; kernels are compiled (and cached on disk) at first use.
 """
 
 from ._results import HSoftmaxGrad, SparseBlockDotGrad

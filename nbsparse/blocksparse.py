@@ -9,7 +9,7 @@ the backend that the array kind selected.
 import numpy as np
 
 from . import _validate as v
-from ._backend import select
+from ._backend import dask_module, select
 from ._results import SparseBlockDotGrad
 
 _W_LAYOUT = "(iBlocks, oBlocks, iSize, oSize)"
@@ -49,6 +49,57 @@ def _check_inplace(name, o, dtype, backend):
         )
     if not backend.is_writeable(o):
         raise ValueError(f"inplace=True but {name} is read-only")
+
+
+def check_gemv(o, W, h, input_idx, output_idx):
+    """Dtypes and shapes of a ``sparse_block_gemv`` call; returns the result dtype.
+
+    This and the other ``check_*`` functions read only ``dtype``, ``ndim`` and
+    ``shape``, so they check Dask arrays too, before any graph is built.
+    """
+    dtype = _check_types({"o": o, "W": W, "h": h}, {"input_idx": input_idx, "output_idx": output_idx})
+    _check_product(W, h, input_idx, output_idx)
+    v.check_ndim("o", o, 3, "(batch, oWin, oSize)")
+    v.check_shape("o", o, (h.shape[0], output_idx.shape[1], W.shape[3]),
+                  "(batch, oWin, oSize) from h.shape[0], output_idx.shape[1], W.shape[3]")
+    return dtype
+
+
+def check_dot(W, h, input_idx, b, output_idx):
+    """Dtypes and shapes of a ``sparse_block_dot`` call; returns the result dtype."""
+    dtype = _check_types({"W": W, "h": h, "b": b}, {"input_idx": input_idx, "output_idx": output_idx})
+    _check_product(W, h, input_idx, output_idx)
+    v.check_shape("b", b, (W.shape[1], W.shape[3]), "(oBlocks, oSize) from W.shape[1], W.shape[3]")
+    return dtype
+
+
+def check_outer(o, x, y, x_idx, y_idx, alpha):
+    """Dtypes, ``alpha`` and shapes of a ``sparse_block_outer`` call; returns ``(dtype, alpha)``."""
+    dtype = _check_types({"o": o, "x": x, "y": y}, {"x_idx": x_idx, "y_idx": y_idx})
+    alpha = v.check_scalar("alpha", alpha)
+    v.check_ndim("o", o, 4, "(xBlocks, yBlocks, xSize, ySize)")
+    v.check_ndim("x", x, 3, "(batch, xWin, xSize)")
+    v.check_ndim("y", y, 3, "(batch, yWin, ySize)")
+    v.check_ndim("x_idx", x_idx, 2, "(batch, xWin)")
+    v.check_ndim("y_idx", y_idx, 2, "(batch, yWin)")
+    v.check_dim("x", x, 2, o.shape[2], "o.shape[2] (xSize)")
+    v.check_dim("y", y, 2, o.shape[3], "o.shape[3] (ySize)")
+    v.check_dim("y", y, 0, x.shape[0], "x.shape[0] (batch)")
+    v.check_shape("x_idx", x_idx, x.shape[:2], "x.shape[:2], (batch, xWin)")
+    v.check_shape("y_idx", y_idx, y.shape[:2], "y.shape[:2], (batch, yWin)")
+    return dtype, alpha
+
+
+def check_dot_grad(grad_output, W, h, input_idx, b, output_idx):
+    """Dtypes and shapes of a ``sparse_block_dot_grad`` call; returns the result dtype."""
+    dtype = _check_types({"grad_output": grad_output, "W": W, "h": h, "b": b},
+                         {"input_idx": input_idx, "output_idx": output_idx})
+    _check_product(W, h, input_idx, output_idx)
+    v.check_shape("b", b, (W.shape[1], W.shape[3]), "(oBlocks, oSize) from W.shape[1], W.shape[3]")
+    v.check_ndim("grad_output", grad_output, 3, "(batch, oWin, oSize)")
+    v.check_shape("grad_output", grad_output, (h.shape[0], output_idx.shape[1], W.shape[3]),
+                  "the sparse_block_dot result, (batch, oWin, oSize)")
+    return dtype
 
 
 def _dot(backend, dtype, W, h, input_idx, b, output_idx):
@@ -130,12 +181,10 @@ def sparse_block_gemv(o, W, h, input_idx, output_idx, *, inplace=False):
     >>> nbs.sparse_block_gemv(o, W, h, np.array([[0, 1]]), np.array([[2]]))
     array([[[110.,  10.]]])
     """
+    if (lazy := dask_module(o, W, h, input_idx, output_idx)) is not None:
+        return lazy.sparse_block_gemv(o, W, h, input_idx, output_idx, inplace=inplace)
     backend = select(o=o, W=W, h=h, input_idx=input_idx, output_idx=output_idx)
-    dtype = _check_types({"o": o, "W": W, "h": h}, {"input_idx": input_idx, "output_idx": output_idx})
-    _check_product(W, h, input_idx, output_idx)
-    v.check_ndim("o", o, 3, "(batch, oWin, oSize)")
-    v.check_shape("o", o, (h.shape[0], output_idx.shape[1], W.shape[3]),
-                  "(batch, oWin, oSize) from h.shape[0], output_idx.shape[1], W.shape[3]")
+    dtype = check_gemv(o, W, h, input_idx, output_idx)
     if inplace:
         _check_inplace("o", o, dtype, backend)
     _check_product_ranges(backend, W, input_idx, output_idx)
@@ -195,10 +244,10 @@ def sparse_block_dot(W, h, input_idx, b, output_idx):
     >>> nbs.sparse_block_dot(W, np.ones((1, 2, 2)), np.array([[0, 1]]), b, np.array([[1]]))
     array([[[14., 24.]]])
     """
+    if (lazy := dask_module(W, h, input_idx, b, output_idx)) is not None:
+        return lazy.sparse_block_dot(W, h, input_idx, b, output_idx)
     backend = select(W=W, h=h, input_idx=input_idx, b=b, output_idx=output_idx)
-    dtype = _check_types({"W": W, "h": h, "b": b}, {"input_idx": input_idx, "output_idx": output_idx})
-    _check_product(W, h, input_idx, output_idx)
-    v.check_shape("b", b, (W.shape[1], W.shape[3]), "(oBlocks, oSize) from W.shape[1], W.shape[3]")
+    dtype = check_dot(W, h, input_idx, b, output_idx)
     _check_product_ranges(backend, W, input_idx, output_idx)
     return backend.wrap(_dot(backend, dtype, W, h, input_idx, b, output_idx))
 
@@ -258,19 +307,11 @@ def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False, deter
     array([[1., 2.],
            [1., 2.]])
     """
+    if (lazy := dask_module(o, x, y, x_idx, y_idx)) is not None:
+        return lazy.sparse_block_outer(o, x, y, x_idx, y_idx, alpha, inplace=inplace,
+                                       deterministic=deterministic)
     backend = select(o=o, x=x, y=y, x_idx=x_idx, y_idx=y_idx, deterministic=deterministic)
-    dtype = _check_types({"o": o, "x": x, "y": y}, {"x_idx": x_idx, "y_idx": y_idx})
-    alpha = v.check_scalar("alpha", alpha)
-    v.check_ndim("o", o, 4, "(xBlocks, yBlocks, xSize, ySize)")
-    v.check_ndim("x", x, 3, "(batch, xWin, xSize)")
-    v.check_ndim("y", y, 3, "(batch, yWin, ySize)")
-    v.check_ndim("x_idx", x_idx, 2, "(batch, xWin)")
-    v.check_ndim("y_idx", y_idx, 2, "(batch, yWin)")
-    v.check_dim("x", x, 2, o.shape[2], "o.shape[2] (xSize)")
-    v.check_dim("y", y, 2, o.shape[3], "o.shape[3] (ySize)")
-    v.check_dim("y", y, 0, x.shape[0], "x.shape[0] (batch)")
-    v.check_shape("x_idx", x_idx, x.shape[:2], "x.shape[:2], (batch, xWin)")
-    v.check_shape("y_idx", y_idx, y.shape[:2], "y.shape[:2], (batch, yWin)")
+    dtype, alpha = check_outer(o, x, y, x_idx, y_idx, alpha)
     if inplace:
         _check_inplace("o", o, dtype, backend)
     backend.check_index_range("x_idx", x_idx, o.shape[0], f"o has {o.shape[0]} x blocks")
@@ -333,15 +374,12 @@ def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, determ
     (array([[[3., 3.]]]), array([[0., 0., 0.],
            [1., 1., 1.]]))
     """
+    if (lazy := dask_module(grad_output, W, h, input_idx, b, output_idx)) is not None:
+        return lazy.sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx,
+                                          deterministic=deterministic)
     backend = select(grad_output=grad_output, W=W, h=h, input_idx=input_idx, b=b,
                      output_idx=output_idx, deterministic=deterministic)
-    dtype = _check_types({"grad_output": grad_output, "W": W, "h": h, "b": b},
-                         {"input_idx": input_idx, "output_idx": output_idx})
-    _check_product(W, h, input_idx, output_idx)
-    v.check_shape("b", b, (W.shape[1], W.shape[3]), "(oBlocks, oSize) from W.shape[1], W.shape[3]")
-    v.check_ndim("grad_output", grad_output, 3, "(batch, oWin, oSize)")
-    v.check_shape("grad_output", grad_output, (h.shape[0], output_idx.shape[1], W.shape[3]),
-                  "the sparse_block_dot result, (batch, oWin, oSize)")
+    dtype = check_dot_grad(grad_output, W, h, input_idx, b, output_idx)
     _check_product_ranges(backend, W, input_idx, output_idx)
 
     dW, dh, db = (backend.zeros(a.shape, dtype) for a in (W, h, b))

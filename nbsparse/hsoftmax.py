@@ -10,7 +10,7 @@ that no target selects.
 import numpy as np
 
 from . import _validate as v
-from ._backend import select
+from ._backend import dask_module, select
 from ._results import HSoftmaxGrad
 from .blocksparse import _dot, _dot_grad_into
 from .softmax import softmax_rows
@@ -70,6 +70,23 @@ def _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W
     arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2}
     floats = {"grad_output": grad_output, **arrays} if backward else arrays
     backend = select(optional=("target",), deterministic=deterministic, **floats, target=target)
+    dtype, n_outputs, n_classes, K = check_args(
+        x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target,
+        grad_output, backward=backward, backend=backend)
+    problem = _Problem(backend, dtype, x, n_outputs, n_classes, K, W1, b1, W2, b2, target)
+    return backend, problem
+
+
+def check_args(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target,
+               grad_output=None, *, backward=False, backend=None):
+    """Check dtypes, sizes and shapes; return ``(dtype, n_outputs, n_classes, K)``.
+
+    Reads only ``dtype``, ``ndim`` and ``shape`` (so Dask arrays can be checked
+    before any graph is built), except the ``target`` range check, which runs
+    through ``backend`` and is skipped when ``backend`` is None.
+    """
+    arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2}
+    floats = {"grad_output": grad_output, **arrays} if backward else arrays
     for name, a in floats.items():
         v.check_float(name, a)
     if target is not None:
@@ -99,12 +116,12 @@ def _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W
                 f"target has shape {tuple(target.shape)} but must be ({batch_size},) "
                 f"(or ({batch_size}, 1)), one output per row of x"
             )
-        backend.check_index_range("target", target, n_outputs, f"n_outputs = {n_outputs}")
+        if backend is not None:
+            backend.check_index_range("target", target, n_outputs, f"n_outputs = {n_outputs}")
     if backward:
         expected = (batch_size, n_outputs) if target is None else (batch_size,)
         v.check_shape("grad_output", grad_output, expected, "the shape of the h_softmax result")
-    problem = _Problem(backend, dtype, x, n_outputs, n_classes, K, W1, b1, W2, b2, target)
-    return backend, problem
+    return dtype, n_outputs, n_classes, K
 
 
 def h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
@@ -173,6 +190,9 @@ def h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, 
     >>> nbs.h_softmax(x, 1, 3, 2, 2, W1, b1, W2, b2, target=np.array([2]))
     array([0.25])
     """
+    if (lazy := dask_module(x, W1, b1, W2, b2, target)) is not None:
+        return lazy.h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                              W1, b1, W2, b2, target)
     backend, p = _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                           W1, b1, W2, b2, target)
     kernels = backend.kernels.hsoftmax
@@ -235,6 +255,10 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
     >>> g.b1  # the full distribution sums to 1 whatever b1 is
     array([0., 0.])
     """
+    if (lazy := dask_module(grad_output, x, W1, b1, W2, b2, target)) is not None:
+        return lazy.h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes,
+                                   n_outputs_per_class, W1, b1, W2, b2, target,
+                                   deterministic=deterministic)
     backend, p = _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                           W1, b1, W2, b2, target, grad_output, backward=True,
                           deterministic=deterministic)

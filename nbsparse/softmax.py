@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _validate as v
-from ._backend import select
+from ._backend import dask_module, select
 
 
 def _as_rows(backend, dtype, a, axis):
@@ -64,6 +64,8 @@ def softmax(x, axis=-1):
     >>> nbs.softmax(np.array([[1000.0, 1000.0]], dtype=np.float32))
     array([[0.5, 0.5]], dtype=float32)
     """
+    if (lazy := dask_module(x)) is not None:
+        return lazy.softmax(x, axis)
     backend = select(x=x)
     v.check_float("x", x)
     axis = v.check_axis(axis, x.ndim)
@@ -112,6 +114,8 @@ def softmax_grad(grad_output, y, axis=-1):
     >>> nbs.softmax_grad(np.array([1.0, 0.0]), np.array([0.25, 0.75]))
     array([ 0.1875, -0.1875])
     """
+    if (lazy := dask_module(grad_output, y)) is not None:
+        return lazy.softmax_grad(grad_output, y, axis)
     backend = select(grad_output=grad_output, y=y)
     v.check_float("grad_output", grad_output)
     v.check_float("y", y)

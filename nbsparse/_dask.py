@@ -1,0 +1,157 @@
+"""Dask arrays in, Dask arrays out: each public function as a lazy graph over batch chunks.
+
+``_backend.dask_module`` sends a call here when one of its arguments is a
+``dask.array.Array`` (Dask is then imported already; ``import nbsparse`` never
+imports it). Each function
+
+1. checks kinds, dtypes and shapes at once, from metadata, with the NumPy path's
+   messages; the kind of a Dask argument is its chunk type (NumPy or CuPy);
+2. aligns the arguments: those with a batch axis (axis 0) share one chunking of
+   it and may be chunked along it only; the others (weights, biases, the ``o`` of
+   ``sparse_block_outer``) must be one chunk, and a NumPy one becomes one graph
+   key that every task refers to;
+3. builds one task per batch chunk calling the public function on the chunk,
+   which checks the chunk's indices before any kernel runs (an IndexError names
+   the row in the whole batch) and picks the CPU or GPU kernels from the chunk type;
+4. returns results with a batch axis chunk-wise, and sums the weight-shaped ones
+   (outer updates, weight and bias gradients) over the chunks in a tree.
+"""
+
+import dask.array as da
+import numpy as np
+from dask.array.utils import meta_from_array
+
+from . import _validate as v
+from . import blocksparse, hsoftmax
+from ._dask_graph import ROWS, Call, check_kinds, common_chunks, single_chunk
+from ._results import HSoftmaxGrad, SparseBlockDotGrad
+from .softmax import softmax as _public_softmax  # the package attribute `softmax` is the function
+from .softmax import softmax_grad as _public_softmax_grad
+
+
+def _refuse_inplace(inplace):
+    if inplace:
+        raise ValueError(
+            "inplace=True cannot write into a Dask array (Dask arrays are immutable): "
+            "use inplace=False and keep the returned array"
+        )
+
+
+def sparse_block_gemv(o, W, h, input_idx, output_idx, *, inplace=False):
+    """:func:`nbsparse.sparse_block_gemv` on Dask arrays: chunk-wise over the batch."""
+    arrays = {"o": o, "W": W, "h": h, "input_idx": input_idx, "output_idx": output_idx}
+    meta = check_kinds(**arrays)
+    dtype = blocksparse.check_gemv(o, W, h, input_idx, output_idx)
+    _refuse_inplace(inplace)
+    call = Call("sparse_block_gemv", arrays, ("o", "h", "input_idx", "output_idx"), meta)
+    return call.chunkwise(blocksparse.sparse_block_gemv, list(arrays), o.shape[1:], dtype)
+
+
+def sparse_block_dot(W, h, input_idx, b, output_idx):
+    """:func:`nbsparse.sparse_block_dot` on Dask arrays: chunk-wise over the batch."""
+    arrays = {"W": W, "h": h, "input_idx": input_idx, "b": b, "output_idx": output_idx}
+    meta = check_kinds(**arrays)
+    dtype = blocksparse.check_dot(W, h, input_idx, b, output_idx)
+    call = Call("sparse_block_dot", arrays, ("h", "input_idx", "output_idx"), meta)
+    return call.chunkwise(blocksparse.sparse_block_dot, list(arrays),
+                          (output_idx.shape[1], W.shape[3]), dtype)
+
+
+def _outer_partial(x, y, x_idx, y_idx, *, shape, dtype, alpha, deterministic):
+    """One chunk's outer products summed into zeros of ``shape`` (NumPy or CuPy like ``x``)."""
+    zeros = np.zeros_like(x, shape=shape, dtype=dtype)
+    return blocksparse.sparse_block_outer(zeros, x, y, x_idx, y_idx, alpha, inplace=True,
+                                          deterministic=deterministic)
+
+
+def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False, deterministic=False):
+    """:func:`nbsparse.sparse_block_outer` on Dask arrays: per-chunk updates added in a tree, then to ``o``."""
+    arrays = {"o": o, "x": x, "y": y, "x_idx": x_idx, "y_idx": y_idx}
+    meta = check_kinds(**arrays)
+    dtype, alpha = blocksparse.check_outer(o, x, y, x_idx, y_idx, alpha)
+    _refuse_inplace(inplace)
+    call = Call("sparse_block_outer", arrays, ("x", "y", "x_idx", "y_idx"), meta)
+    parts = call.parts(_outer_partial, ["x", "y", "x_idx", "y_idx"], shape=tuple(o.shape),
+                       dtype=dtype, alpha=alpha, deterministic=deterministic)
+    return call.field_sum(parts, None, "sum", o.shape, dtype, first="o")
+
+
+def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, deterministic=False):
+    """:func:`nbsparse.sparse_block_dot_grad` on Dask arrays.
+
+    ``h`` chunk-wise; ``W`` and ``b`` summed over the chunks in a tree. The three
+    share one task per chunk: compute them together (``dask.compute(*grads)``).
+    """
+    arrays = {"grad_output": grad_output, "W": W, "h": h, "input_idx": input_idx, "b": b,
+              "output_idx": output_idx}
+    meta = check_kinds(**arrays)
+    dtype = blocksparse.check_dot_grad(grad_output, W, h, input_idx, b, output_idx)
+    call = Call("sparse_block_dot_grad", arrays, ("grad_output", "h", "input_idx", "output_idx"), meta)
+    parts = call.parts(blocksparse.sparse_block_dot_grad, list(arrays), deterministic=deterministic)
+    return SparseBlockDotGrad(
+        W=call.field_sum(parts, 0, "W", W.shape, dtype),
+        h=call.field(parts, 1, "h", h.shape[1:], dtype),
+        b=call.field_sum(parts, 2, "b", b.shape, dtype),
+    )
+
+
+def softmax(x, axis=-1):
+    """:func:`nbsparse.softmax` on a Dask array, chunked along any axis but ``axis``."""
+    meta = check_kinds(x=x)
+    v.check_float("x", x)
+    axis = v.check_axis(axis, x.ndim)
+    single_chunk("x", x, [axis], f"the softmax normalises along axis {axis}")
+    return x.map_blocks(_public_softmax, axis=axis, dtype=x.dtype,
+                        meta=meta_from_array(meta, x.ndim, x.dtype))
+
+
+def softmax_grad(grad_output, y, axis=-1):
+    """:func:`nbsparse.softmax_grad` on Dask arrays, chunked along any axis but ``axis``."""
+    meta = check_kinds(grad_output=grad_output, y=y)
+    v.check_float("grad_output", grad_output)
+    v.check_float("y", y)
+    v.check_shape("grad_output", grad_output, y.shape, "the shape of y")
+    axis = v.check_axis(axis, y.ndim)
+    dtype = np.result_type(grad_output.dtype, y.dtype)
+    arrays = {"grad_output": grad_output, "y": y}
+    lazy = {name: a for name, a in arrays.items() if isinstance(a, da.Array)}
+    for name, a in lazy.items():
+        single_chunk(name, a, [axis], f"the softmax normalises along axis {axis}")
+    chunks = tuple(common_chunks([a.chunks[k] for a in lazy.values()]) for k in range(y.ndim))
+    arrays = {name: a.rechunk(chunks) if name in lazy else da.from_array(a, chunks=chunks)
+              for name, a in arrays.items()}
+    return da.map_blocks(_public_softmax_grad, *arrays.values(), axis=axis, dtype=dtype,
+                         meta=meta_from_array(meta, y.ndim, dtype))
+
+
+def h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target=None):
+    """:func:`nbsparse.h_softmax` on Dask arrays: chunk-wise over the rows of ``x``."""
+    arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "target": target}
+    meta = check_kinds(optional=("target",), **arrays)
+    dtype, n_outputs, n_classes, K = hsoftmax.check_args(
+        x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target)
+    call = Call("h_softmax", arrays, ("x", "target"), meta)
+    items = ["x", ROWS, n_outputs, n_classes, K, "W1", "b1", "W2", "b2", "target"]
+    return call.chunkwise(hsoftmax.h_softmax, items, (n_outputs,) if target is None else (), dtype)
+
+
+def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                   W1, b1, W2, b2, target=None, *, deterministic=False):
+    """:func:`nbsparse.h_softmax_grad` on Dask arrays.
+
+    ``x`` chunk-wise; ``W1``, ``b1``, ``W2``, ``b2`` summed over the chunks in a tree.
+    """
+    arrays = {"grad_output": grad_output, "x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2,
+              "target": target}
+    meta = check_kinds(optional=("target",), **arrays)
+    dtype, n_outputs, n_classes, K = hsoftmax.check_args(
+        x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target,
+        grad_output, backward=True)
+    call = Call("h_softmax_grad", arrays, ("grad_output", "x", "target"), meta)
+    items = ["grad_output", "x", ROWS, n_outputs, n_classes, K, "W1", "b1", "W2", "b2", "target"]
+    parts = call.parts(hsoftmax.h_softmax_grad, items, deterministic=deterministic)
+    return HSoftmaxGrad(
+        x=call.field(parts, 0, "x", x.shape[1:], dtype),
+        **{name: call.field_sum(parts, k, name, arrays[name].shape, dtype)
+           for k, name in enumerate(["W1", "b1", "W2", "b2"], start=1)},
+    )
