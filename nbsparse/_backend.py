@@ -124,6 +124,11 @@ class HostBackend:
         return a.flags.writeable
 
     @staticmethod
+    def overlaps(a, others):
+        """True when ``a`` may share memory with any of ``others`` (see ``nbsparse._memory``)."""
+        return any(np.may_share_memory(a, b) for b in others)
+
+    @staticmethod
     def write_back(target, result):
         """Copy ``result`` into ``target`` unless they are the same buffer."""
         if result is not target:
