@@ -9,6 +9,7 @@ device array to the host.
 
 import numpy as np
 
+from . import _threads
 from . import _validate as v
 
 HOST = "host"
@@ -74,9 +75,8 @@ class HostBackend:
 
     @property
     def kernels(self):
-        from . import _cpu  # compiles nothing: the kernels are lazily jitted
-
-        return _cpu
+        """``nbsparse._cpu``, serialised while Numba's threading layer may be ``workqueue``."""
+        return _threads.cpu_kernels()
 
     @staticmethod
     def floats(dtype, a):
