@@ -25,6 +25,10 @@ from numba import cuda  # noqa: E402  (after the check above, which names the mi
 from . import _cuda  # noqa: E402
 from ._cuda.launch import SIM  # noqa: E402
 
+#: Most index values one ``count_outside`` launch checks: its counter is an int32,
+#: so a larger array could overflow it (2**32 bad values would even count as 0).
+INDEX_CHECK_CHUNK = 2**31 - 1
+
 
 class _HostView:
     """Exposes a simulator-side ``__cuda_array_interface__`` (host memory) as a NumPy array."""
@@ -153,7 +157,10 @@ class DeviceBackend:
         fails, to name the first bad position.
         """
         d = self.floats(as_device(idx).dtype, idx)
-        if _cuda.arrays.count_outside(d, n, stream=self.stream):
+        flat = d.reshape(d.size)
+        chunk = INDEX_CHECK_CHUNK
+        if any(_cuda.arrays.count_outside(flat[start:start + chunk], n, stream=self.stream)
+               for start in range(0, d.size, chunk)):
             v.check_index_range(name, d.copy_to_host(stream=self.stream), n, what)
 
     def empty(self, shape, dtype):
