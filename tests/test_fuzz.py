@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import nbsparse as nbs
 from nbsparse import _reference
+from nbsparse._memory import byte_extent, extents_overlap
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -128,3 +129,37 @@ def test_truncated_class_nan_reaches_the_class_gradient():
     result = nbs.h_softmax_grad(g, *args)
     for name, got, want in zip(expected._fields, result, expected):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
+
+
+# --------------------------------------------------------------------------- the overlap test
+def _byte_bounds(a):
+    bounds = getattr(np.lib, "array_utils", np).byte_bounds  # NumPy 2 moved it
+    return bounds(a)
+
+
+def _views():
+    base = np.arange(60.0).reshape(3, 4, 5)
+    yield "whole", base
+    yield "steps", base[::2, 1::2, ::3]
+    yield "negative", base[::-1, :, ::-2]
+    yield "transposed", base.transpose(2, 0, 1)
+    yield "broadcast", np.broadcast_to(base[:1], (4, 4, 5))
+    yield "one", base[1:2, 2:3, 3:4]
+    yield "float32-view", base.view(np.float32)[:, ::2, 1::3]
+
+
+@pytest.mark.parametrize(("name", "view"), list(_views()), ids=[n for n, _ in _views()])
+def test_byte_extent_matches_numpy(name, view):
+    assert byte_extent(view.__array_interface__) == _byte_bounds(view)
+
+
+def test_empty_arrays_overlap_nothing():
+    base = np.zeros(10)
+    empty = base[3:3]
+    low, high = byte_extent(empty.__array_interface__)
+    assert low == high
+    assert not extents_overlap((low, high), byte_extent(base.__array_interface__))
+    assert extents_overlap(byte_extent(base[:4].__array_interface__),
+                           byte_extent(base[3:].__array_interface__))
+    assert not extents_overlap(byte_extent(base[:3].__array_interface__),
+                               byte_extent(base[3:].__array_interface__))

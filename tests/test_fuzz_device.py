@@ -111,3 +111,54 @@ def test_truncated_class_nan_reaches_the_class_gradient_on_device():
         cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in args))
     for name, got, want in zip(expected._fields, result, expected):
         np.testing.assert_array_equal(np.isnan(got.copy_to_host()), np.isnan(want), err_msg=name)
+
+
+# --------------------------------------------------------------------------- aliasing on the device
+def _gemv_device(rng):
+    W = cuda.to_device(rng.standard_normal((2, 3, 4, 4)))
+    h = cuda.to_device(rng.standard_normal((3, 2, 4)))
+    return W, h, cuda.to_device(rng.integers(0, 2, (3, 2))), cuda.to_device(rng.integers(0, 3, (3, 2)))
+
+
+@pytest.fixture
+def assignments(monkeypatch):
+    """Every device-to-device copy the backend makes (``_device._assign``)."""
+    from nbsparse import _device
+
+    seen = []
+    assign = _device._assign
+
+    def recording(dst, src, stream):
+        seen.append(tuple(dst.shape))
+        return assign(dst, src, stream)
+
+    monkeypatch.setattr(_device, "_assign", recording)
+    return seen
+
+
+def test_inplace_into_its_own_memory_copies_nothing(assignments):
+    W, h, input_idx, output_idx = _gemv_device(np.random.default_rng(11))
+    o_host = np.random.default_rng(12).standard_normal((3, 2, 4))
+    o = cuda.to_device(o_host)
+    expected = _reference.sparse_block_gemv(o_host, W.copy_to_host(), h.copy_to_host(),
+                                            input_idx.copy_to_host(), output_idx.copy_to_host())
+
+    assert nbs.sparse_block_gemv(o, W, h, input_idx, output_idx, inplace=True) is o
+
+    assert assignments == []  # the kernel wrote into o directly
+    np.testing.assert_allclose(o.copy_to_host(), expected, rtol=1e-12)
+
+
+def test_inplace_o_inside_h_on_the_device_gives_the_result_on_copies(assignments):
+    W, _, input_idx, output_idx = _gemv_device(np.random.default_rng(13))
+    memory = cuda.to_device(np.random.default_rng(14).standard_normal(3 * 2 * 4))
+    h = memory.reshape(3, 2, 4)
+    o = memory.reshape(3, 2, 4)  # o is h
+    before = memory.copy_to_host().reshape(3, 2, 4)
+    expected = _reference.sparse_block_gemv(before, W.copy_to_host(), before,
+                                            input_idx.copy_to_host(), output_idx.copy_to_host())
+
+    assert nbs.sparse_block_gemv(o, W, h, input_idx, output_idx, inplace=True) is o
+
+    assert assignments == [(3, 2, 4)] * 2  # o copied aside, the result copied back into o
+    np.testing.assert_allclose(o.copy_to_host(), expected, rtol=1e-12)
