@@ -95,7 +95,7 @@ def check_device_call(fz):
 
 
 @pytest.mark.parametrize("op", OPS)
-@settings(max_examples=examples(0.15),
+@settings(max_examples=examples(0.25),
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_device_fuzz_against_the_reference(op, data):

@@ -13,7 +13,8 @@ Two ways to be a device array: ``numba`` (``cuda.to_device``: the strict
 CUDA-array-interface object flagged read-only) and ``cai`` (every array is a
 CUDA-array-interface object over the host array's own memory, strides and
 read-only flag included, as CuPy gives; simulator only), where the host
-fingerprint of tests/test_validation.py applies unchanged.
+fingerprint of tests/test_validation.py applies unchanged. The in-place ops'
+cases run both ways, the others as Numba arrays.
 """
 
 import numpy as np
@@ -82,25 +83,25 @@ def assert_same_error_and_nothing_written(func, make_args, kind):
     device.assert_unchanged()
 
 
-def _table_with_kinds():
-    """The whole table as Numba device arrays; the in-place ops (whose ``o`` a wrong call
-    must not touch) also as CUDA-array-interface objects over the host memory."""
-    for param in TABLE:
-        op, case = param.values
+def with_kinds(params):
+    """Each parameter set as Numba device arrays; those of the in-place ops (whose ``o`` a
+    wrong call must not touch) also as CUDA-array-interface objects over host memory."""
+    for param in params:
+        op = param.values[0]
         kinds = KINDS if op.extra.get("inplace") else KINDS[:1]
         for kind in kinds:
             kind_id = kind if isinstance(kind, str) else kind.values[0]
             marks = () if isinstance(kind, str) else kind.marks
-            yield pytest.param(op, case, kind_id, id=f"{param.id}-{kind_id}", marks=marks)
+            yield pytest.param(*param.values, kind_id, id=f"{param.id}-{kind_id}", marks=marks)
 
 
-@pytest.mark.parametrize(("op", "case", "kind"), list(_table_with_kinds()))
+@pytest.mark.parametrize(("op", "case", "kind"), list(with_kinds(TABLE)))
 def test_error_on_device(op, case, kind):
     assert_same_error_and_nothing_written(op.func, lambda: case.apply(op.args()), kind)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(("op", "name", "n", "what", "dtype", "value"), list(_index_params()))
+@pytest.mark.parametrize(("op", "name", "n", "what", "dtype", "value", "kind"),
+                         list(with_kinds(_index_params())))
 def test_index_out_of_range_on_device(op, name, n, what, dtype, value, kind):
     def make_args():
         args = op.args()
