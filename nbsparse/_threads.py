@@ -50,21 +50,25 @@ def _serialised(kernel):
 
 
 class _SerialModule:
-    """A kernel module whose functions run one at a time in the whole process."""
+    """A kernel module whose functions run one at a time in the whole process
+    (other attributes, such as constants, are passed through)."""
 
     def __init__(self, module):
         self._module = module
 
     def __getattr__(self, name):
-        return _serialised(getattr(self._module, name))
+        value = getattr(self._module, name)
+        return _serialised(value) if callable(value) else value
 
 
 class _SerialKernels:
-    """``nbsparse._cpu`` with every kernel launch under the process-wide lock."""
+    """``nbsparse._cpu`` with every kernel launch, of any of its modules, under the lock."""
 
     def __init__(self, package):
-        for name in ("blocksparse", "softmax", "hsoftmax"):
-            setattr(self, name, _SerialModule(getattr(package, name)))
+        self._package = package
+
+    def __getattr__(self, name):
+        return _SerialModule(getattr(self._package, name))
 
 
 _serial_cpu = None
@@ -77,7 +81,8 @@ def cpu_kernels():
     Returns
     -------
     module or object
-        Something with ``blocksparse``, ``softmax`` and ``hsoftmax`` kernel modules.
+        ``nbsparse._cpu``, or an object whose attributes are its kernel modules
+        with every function serialised.
     """
     global _serial_cpu
     from . import _cpu  # compiles nothing: the kernels are lazily jitted

@@ -20,7 +20,8 @@ patterns (random, one block everywhere, each row a permutation, a whole row on
 one block, only the first and last block), every integer dtype for indices,
 float32/float64 per argument, C/F/strided/negative-stride layouts per argument,
 read-only arguments, up to three NaN/+-inf values, ``alpha``, ``axis``, and
-for the in-place ops an ``o`` that aliases another argument's memory. Values
+two arguments sharing memory (for the ops with an ``o``: ``o`` and any other
+argument, index arrays included, in place or not). Values
 come from a NumPy generator seeded by a drawn seed (drawing every element
 would be slow and shrink no better).
 """
@@ -155,7 +156,7 @@ class Fuzzed:
     others: dict = field(default_factory=dict)  # sizes, axis, alpha, a None target
     inplace: bool = False
     specials: int = 0  # NaN/inf values placed in the float arguments
-    alias: str = ""  # the argument whose memory ``o`` shares, if any
+    alias: str = ""  # "a~b" when arguments a and b share memory
 
     def __repr__(self):  # hypothesis prints this for a failing example
         looks = {n: (str(p.view.dtype), p.view.shape, p.view.strides,
@@ -247,11 +248,11 @@ def check_host_call(fz):
     for position, (got, want) in enumerate(zip(as_tuple(result), as_tuple(expected), strict=True)):
         assert type(got) is np.ndarray, type(got)
         assert_values(got, want, dtype, f"{fz.op} result {position}")
-        if fz.inplace:
-            assert got is fz.arrays["o"].view
-        else:
-            for name, p in fz.arrays.items():
-                assert not np.shares_memory(got, p.backing), f"result shares memory with {name}"
+        # In place: the result is o itself; otherwise it shares memory with no argument.
+        o = fz.arrays["o"].view if fz.inplace else None
+        sharing = [] if fz.inplace else [name for name, p in fz.arrays.items()
+                                         if np.shares_memory(got, p.backing)]
+        assert (got is o, sharing) == (fz.inplace, []), sharing
     for name, p in fz.arrays.items():
         assert (p.view.shape, p.view.strides, p.view.flags.writeable) == frozen[name], name
     assert_backings(fz, before, np.array(fz.arrays["o"].view) if fz.inplace else None)
@@ -312,22 +313,26 @@ specials = st.sampled_from([0, 0, 1, 3])
 """How many NaN/inf values a call gets: half the calls none, so finite results are tested too."""
 
 
-def _finish(draw, op, func, values, looks, others=None, inplace=False, alias_with=()):
-    """Present ``values`` per ``looks`` (or in shared memory with ``o``) as a Fuzzed call."""
+def _finish(draw, op, func, values, looks, others=None, inplace=False, alias_pairs=()):
+    """Present ``values`` per ``looks`` as a Fuzzed call, maybe with two arguments sharing memory.
+
+    ``alias_pairs`` lists the pairs of argument names that may be drawn to overlap.
+    """
     others = others or {}
-    alias = draw(st.sampled_from(["", *alias_with])) if alias_with else ""
-    if alias:
-        # o and the aliased argument share one buffer: one dtype for every float (o must
-        # hold the result dtype), an index dtype of the float's width, C order, writeable.
+    pair = draw(st.sampled_from([None, *alias_pairs])) if alias_pairs else None
+    if pair:
+        # The pair shares one buffer: one dtype for every float (an in-place o must hold
+        # the result dtype), an index dtype of the float's width, C order, writeable.
         dtype = draw(st.sampled_from(FLOAT_DTYPES))
         width = {4: [np.int32, np.uint32], 8: [np.int64, np.uint64]}[dtype.itemsize]
         looks = {n: Look(dtype if lk.dtype.kind == "f" else
-                         (np.dtype(draw(st.sampled_from(width))) if n == alias else lk.dtype))
+                         (np.dtype(draw(st.sampled_from(width))) if n in pair else lk.dtype))
                  for n, lk in looks.items()}
         fraction = draw(st.floats(0, 1))
         # Indices are written last: float bits over them would be an IndexError, not a test.
-        order = ["o", alias] if looks[alias].dtype.kind in "iu" else draw(st.permutations(["o", alias]))
-        arrays = shared(values, {n: looks[n].dtype for n in ("o", alias)}, order, fraction)
+        index_last = looks[pair[1]].dtype.kind in "iu"
+        order = list(pair) if index_last else draw(st.permutations(list(pair)))
+        arrays = shared(values, {n: looks[n].dtype for n in pair}, order, fraction)
         arrays.update({n: present(v, looks[n]) for n, v in values.items() if n not in arrays})
         arrays = {n: arrays[n] for n in values}  # the argument order
     else:
@@ -335,7 +340,7 @@ def _finish(draw, op, func, values, looks, others=None, inplace=False, alias_wit
             dtype = np.result_type(*(lk.dtype for lk in looks.values() if lk.dtype.kind == "f"))
             looks = {**looks, "o": Look(dtype, looks["o"].layout, False)}
         arrays = {n: present(v, looks[n]) for n, v in values.items()}
-    return Fuzzed(op, func, arrays, others, bool(inplace), alias=alias)
+    return Fuzzed(op, func, arrays, others, bool(inplace), alias="~".join(pair or ()))
 
 
 @st.composite
@@ -376,8 +381,11 @@ def product_calls(draw, op):
     looks = {**draw(float_looks([n for n in values if n not in index_names])),
              **draw(index_looks(index_names))}
     inplace = "o" in values and draw(st.booleans())
-    alias_with = [n for n in values if n != "o"] if inplace else ()
-    fz = _finish(draw, op, func, values, looks, others, inplace, alias_with)
+    if "o" in values:  # o with any other argument, in place or not
+        pairs = [("o", n) for n in values if n != "o"]
+    else:
+        pairs = [("W", "h"), ("h", "b")] + ([("grad_output", "W")] if "grad_output" in values else [])
+    fz = _finish(draw, op, func, values, looks, others, inplace, pairs)
     fz.specials = placed
     return fz
 
@@ -397,7 +405,9 @@ def softmax_calls(draw, op):
             y = _reference.softmax(x, axis) if x.shape[axis] else x
         values, func = {"grad_output": rng.standard_normal(shape), "y": y}, nbs.softmax_grad
     placed = _place_specials(rng, values, draw(specials))
-    fz = _finish(draw, op, func, values, draw(float_looks(list(values))), {"axis": axis})
+    pairs = [("grad_output", "y")] if op == "softmax_grad" else ()
+    fz = _finish(draw, op, func, values, draw(float_looks(list(values))), {"axis": axis},
+                 alias_pairs=pairs)
     fz.specials = placed
     return fz
 
@@ -450,7 +460,11 @@ def h_softmax_calls(draw, op):
     else:
         others["target"] = None
     func = nbs.h_softmax_grad if op.startswith("h_softmax_grad") else nbs.h_softmax
-    fz = _finish(draw, op, func, values, looks, others)
+    pairs = [("x", "W1"), ("W1", "W2"), ("W2", "b2")] + (
+        [("grad_output", "x")] if "grad_output" in values else [])
+    if op == "h_softmax_grad":  # an overlap could carry NaN into a healed class block
+        pairs = [pair for pair in pairs if not {"W2", "b2"} & set(pair)]
+    fz = _finish(draw, op, func, values, looks, others, alias_pairs=pairs)
     fz.specials = placed
     return fz
 

@@ -84,8 +84,7 @@ def check_device_call(fz):
     for position, (got, want) in enumerate(zip(as_tuple(result), as_tuple(expected), strict=True)):
         assert is_device_array(got), type(got)
         assert_values(got.copy_to_host(), want, dtype, f"{fz.op} result {position}")
-    if fz.inplace:
-        assert result is d.args["o"]
+    assert (result is d.args.get("o")) == fz.inplace
     o_now = result.copy_to_host() if fz.inplace else None
     for name, p in fz.arrays.items():
         want = p.backing.copy()
