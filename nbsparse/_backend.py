@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 
+from . import _threads
 from . import _validate as v
 
 HOST = "host"
@@ -106,9 +107,8 @@ class HostBackend:
 
     @property
     def kernels(self):
-        from . import _cpu  # compiles nothing: the kernels are lazily jitted
-
-        return _cpu
+        """``nbsparse._cpu``, serialised while Numba's threading layer may be ``workqueue``."""
+        return _threads.cpu_kernels()
 
     @staticmethod
     def floats(dtype, a):
@@ -154,6 +154,11 @@ class HostBackend:
     @staticmethod
     def is_writeable(a):
         return a.flags.writeable
+
+    @staticmethod
+    def overlaps(a, others):
+        """True when ``a`` may share memory with any of ``others`` (see ``nbsparse._memory``)."""
+        return any(np.may_share_memory(a, b) for b in others)
 
     @staticmethod
     def write_back(target, result):

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 
+from . import _memory
 from . import _validate as v
 
 if importlib.util.find_spec("numba_cuda") is None:
@@ -23,6 +24,10 @@ from numba import cuda  # noqa: E402  (after the check above, which names the mi
 
 from . import _cuda  # noqa: E402
 from ._cuda.launch import SIM  # noqa: E402
+
+#: Most index values one ``count_outside`` launch checks: its counter is an int32,
+#: so a larger array could overflow it (2**32 bad values would even count as 0).
+INDEX_CHECK_CHUNK = 2**31 - 1
 
 
 class _HostView:
@@ -59,6 +64,13 @@ def as_device(a):
     # sync=False: we launch on the producer's stream (see ``_launch_stream``), so
     # waiting for it on the host would only add a synchronisation.
     return cuda.as_cuda_array(a, sync=False)
+
+
+def _extent(a):
+    """The byte range of the device memory that ``a`` views (see ``nbsparse._memory``)."""
+    d = as_device(a)
+    # The simulator's arrays wrap host NumPy arrays and have no CUDA array interface.
+    return _memory.byte_extent(d._ary.__array_interface__ if SIM else d.__cuda_array_interface__)
 
 
 def _launch_stream(arrays):
@@ -145,7 +157,10 @@ class DeviceBackend:
         fails, to name the first bad position.
         """
         d = self.floats(as_device(idx).dtype, idx)
-        if _cuda.arrays.count_outside(d, n, stream=self.stream):
+        flat = d.reshape(d.size)
+        chunk = INDEX_CHECK_CHUNK
+        if any(_cuda.arrays.count_outside(flat[start:start + chunk], n, stream=self.stream)
+               for start in range(0, d.size, chunk)):
             host = d.copy_to_host(stream=self.stream)
             if self.stream:  # the copy is asynchronous on a non-default stream
                 self.stream.synchronize()
@@ -170,10 +185,15 @@ class DeviceBackend:
         interface = getattr(a, "__cuda_array_interface__", None)
         return not (interface and interface["data"][1])
 
+    @staticmethod
+    def overlaps(a, others):
+        """True when ``a`` may share device memory with any of ``others`` (by byte range)."""
+        return _memory.may_overlap(_extent(a), [_extent(b) for b in others])
+
     def write_back(self, target, result):
         """Copy ``result`` into the caller's ``target`` unless the kernel wrote there directly."""
         d = as_device(target)
-        if not (d.dtype == result.dtype and d.is_c_contiguous()):
+        if _extent(d) != _extent(result) or tuple(d.strides) != tuple(result.strides):
             _assign(d, result, self.stream)
 
     @staticmethod

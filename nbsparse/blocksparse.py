@@ -41,6 +41,20 @@ def _check_types(floats, indices):
     return np.result_type(*(a.dtype for a in floats.values()))
 
 
+def _writable_result(backend, dtype, o, inplace, others):
+    """The array the kernel adds into: ``o`` itself only when writing there is safe.
+
+    With ``inplace=True`` the kernel writes straight into a C-contiguous ``o`` of
+    the result dtype, unless ``o`` may share memory with an argument the kernel
+    reads (``others``): it then works on a private copy, which the caller copies
+    into ``o`` afterwards, so the result is the one computed on copies of the
+    arguments and validated indices cannot change under the kernel.
+    """
+    if inplace and not backend.overlaps(o, others):
+        return backend.floats(dtype, o)
+    return backend.copy(o, dtype)
+
+
 def _check_inplace(name, o, dtype, backend):
     if o.dtype != dtype:
         raise TypeError(
@@ -141,7 +155,9 @@ def sparse_block_gemv(o, W, h, input_idx, output_idx, *, inplace=False):
         Which block column of ``W`` each output block comes from, in ``[0, oBlocks)``.
     inplace : bool, optional
         Write the result into ``o`` and return ``o``. ``o`` must then be writeable
-        and have the result dtype.
+        and have the result dtype. An ``o`` that shares memory with another
+        argument is allowed: the result is the one computed on copies of all
+        arguments, written into ``o`` after the kernel has run.
 
     Returns
     -------
@@ -189,7 +205,7 @@ def sparse_block_gemv(o, W, h, input_idx, output_idx, *, inplace=False):
         _check_inplace("o", o, dtype, backend)
     _check_product_ranges(backend, W, input_idx, output_idx)
 
-    out = backend.floats(dtype, o) if inplace else backend.copy(o, dtype)
+    out = _writable_result(backend, dtype, o, inplace, (W, h, input_idx, output_idx))
     backend.kernels.blocksparse.gemv(
         out, backend.floats(dtype, W), backend.floats(dtype, h),
         backend.indices(input_idx), backend.indices(output_idx),
@@ -271,7 +287,9 @@ def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False, deter
         Scale of the products (Theano accepted but ignored it; here it is honoured).
     inplace : bool, optional
         Write the result into ``o`` and return ``o``. ``o`` must then be writeable
-        and have the result dtype.
+        and have the result dtype. An ``o`` that shares memory with another
+        argument is allowed: the result is the one computed on copies of all
+        arguments, written into ``o`` after the kernel has run.
     deterministic : bool, optional
         On the GPU, sum repeated block pairs in a fixed order (a host-side sort of
         the pairs) instead of with atomics, so results are bit-identical run to
@@ -317,7 +335,7 @@ def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False, deter
     backend.check_index_range("x_idx", x_idx, o.shape[0], f"o has {o.shape[0]} x blocks")
     backend.check_index_range("y_idx", y_idx, o.shape[1], f"o has {o.shape[1]} y blocks")
 
-    out = backend.floats(dtype, o) if inplace else backend.copy(o, dtype)
+    out = _writable_result(backend, dtype, o, inplace, (x, y, x_idx, y_idx))
     backend.kernels.blocksparse.outer(
         out, backend.floats(dtype, x), backend.floats(dtype, y),
         backend.indices(x_idx), backend.indices(y_idx), dtype.type(alpha),

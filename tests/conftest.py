@@ -15,9 +15,23 @@ import sys  # noqa: E402  (the environment must be set before anything can impor
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 SEED = 20240611
 """The one seed of the ``rng`` fixture; every test starts from the same stream."""
+
+# Hypothesis profiles. "ci" (the default) is reproducible: derandomize draws the
+# same examples every run from a seed fixed per test, and no example database is
+# read or written. "long" (``pytest --hypothesis-profile=long``) runs 20x the
+# examples from fresh random seeds and keeps a database of failures in
+# .hypothesis/. Tests that size their runs from ``settings.default.max_examples``
+# (tests/fuzzing.py) follow the profile; tests with an explicit ``max_examples``
+# keep it. The hypothesis plugin loads ``--hypothesis-profile`` after this file.
+_COMMON = {"deadline": None, "print_blob": True,
+           "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+settings.register_profile("ci", max_examples=40, derandomize=True, database=None, **_COMMON)
+settings.register_profile("long", max_examples=800, **_COMMON)
+settings.load_profile("ci")
 
 
 def pytest_configure(config):

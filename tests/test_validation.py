@@ -143,18 +143,40 @@ def message_pattern(parts):
     return "^" + re.escape(first) + r"(?!\w)" + "".join(".*?" + re.escape(p) for p in rest)
 
 
+def _memory(a):
+    """What a call must not change about the array ``a``, down to the bytes.
+
+    The values as bytes (so -0.0, NaN payloads and the bytes of a non-float dtype
+    count), dtype, shape, strides and writeability, and the bytes of the whole
+    buffer a view looks into (a write into the gaps of a strided view shows).
+    """
+    base = a
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    return {"type": type(a), "dtype": a.dtype, "shape": a.shape, "strides": a.strides,
+            "writeable": a.flags.writeable, "bytes": a.tobytes(), "buffer": base.tobytes()}
+
+
+def fingerprint(args):
+    """Everything about ``args`` that a failed call must leave as it was (see ``_memory``)."""
+    return {name: _memory(a) if isinstance(a, np.ndarray) else copy.deepcopy(a)
+            for name, a in args.items()}
+
+
 def assert_unchanged(after, before):
-    """Every argument equals its copy from before the call (arrays: values, dtype and shape)."""
+    """Every argument matches its :func:`fingerprint` from before the call."""
     assert after.keys() == before.keys()
+    now = fingerprint(after)
     for name, original in before.items():
-        if isinstance(original, np.ndarray):
-            np.testing.assert_array_equal(after[name], original, strict=True, err_msg=name)
+        if isinstance(original, dict) and "buffer" in original:
+            for what, value in original.items():
+                assert now[name][what] == value, f"{name}: {what} changed"
         else:
             assert type(after[name]) is type(original) and after[name] == original, name
 
 
 def assert_raises_and_writes_nothing(op, args, exc, parts):
-    before = copy.deepcopy(args)
+    before = fingerprint(args)
     with pytest.raises(exc, match=message_pattern(parts)):
         op.func(**args)
     assert_unchanged(args, before)
@@ -195,6 +217,7 @@ NON_ARRAYS = [  # (id, make from the valid array, type name in the message)
     ("tuple", lambda a: tuple(a.tolist()), "tuple"),
     ("scalar", lambda a: a.flat[0].item(), None),  # a Python float, or int for indices
     ("string", lambda a: "abc", "str"),
+    ("numpy-scalar", lambda a: a.flat[0], None),  # np.float64 / np.int64: not an array either
 ]
 NON_FLOAT_DTYPES = [np.int32, np.int64, np.bool_, np.complex64, np.complex128, object, np.float16]
 NON_INT_DTYPES = [np.float32, np.float64, np.bool_]
@@ -208,7 +231,10 @@ def non_array_cases(floats, indices):
             def change(a, name=name, make=make):
                 return make(a[name])
 
-            shown = type_name or ("int" if name in indices else "float")
+            if kind == "numpy-scalar":
+                shown = "int64" if name in indices else "float64"
+            else:
+                shown = type_name or ("int" if name in indices else "float")
             yield case(f"{name}-{kind}", TypeError, (name, f"got {shown}"), **{name: change})
 
 
@@ -355,6 +381,16 @@ def _read_only_o(a):
 def read_only_case():
     yield case("inplace-read-only-o", ValueError, ("inplace=True", "o", "read-only"),
                o=_read_only_o, inplace=True)
+    # A broadcast view is read-only too (its elements share memory): never written.
+    yield case("inplace-broadcast-o", ValueError, ("inplace=True", "o", "read-only"),
+               o=lambda a: np.broadcast_to(a["o"][:1], a["o"].shape), inplace=True)
+
+
+def zero_d_cases(names):
+    """A 0-D array where an array of dimensions is needed: ValueError naming it and its shape."""
+    for name in names:
+        yield case(f"{name}-0-D", ValueError, (name, "()"),
+                   **{name: lambda a, name=name: np.array(a[name].flat[0])})
 
 
 def axis_range_cases(ndim):
@@ -378,6 +414,10 @@ def hsm_value_cases(grad, target):
     yield case("batch_size-negative", ValueError, ("batch_size", ">= 0", "-1"), batch_size=-1)
     yield case("too-few-slots", ValueError,
                ("n_classes * n_outputs_per_class", "10", "n_outputs", "11"), n_outputs=11)
+    # Sizes far beyond the arrays (and beyond 32 bits) are shape errors, never allocations.
+    yield case("n_classes-huge", ValueError, ("W1", "(4, 5)", f"(4, {2**40})"), n_classes=2**40)
+    yield case("n_outputs_per_class-huge", ValueError, ("W2", "(5, 4, 2)", f"(5, 4, {2**33})"),
+               n_outputs_per_class=2**33)
     for name in ("n_outputs", "n_classes", "n_outputs_per_class"):
         for value in (0, -1):
             yield case(f"{name}={value}", ValueError, (name, ">= 1", str(value)), **{name: value})
@@ -418,15 +458,18 @@ def cases_for(op):
         yield from common_type_cases(("o", *PRODUCT_FLOATS), PRODUCT_INDICES)
         yield from inplace_dtype_cases("o", ["W", "h"])
         yield from product_shape_cases(with_o=True)
+        yield from zero_d_cases(("o", *PRODUCT_FLOATS, *PRODUCT_INDICES))
         yield from read_only_case()
     elif op is DOT:
         yield from common_type_cases((*PRODUCT_FLOATS, "b"), PRODUCT_INDICES)
         yield from product_shape_cases(with_o=False)
         yield from bias_shape_cases()
+        yield from zero_d_cases((*PRODUCT_FLOATS, *PRODUCT_INDICES))
     elif op is DOT_GRAD:
         yield from common_type_cases(("grad_output", *PRODUCT_FLOATS, "b"), PRODUCT_INDICES)
         yield from product_shape_cases(with_o=False)
         yield from bias_shape_cases()
+        yield from zero_d_cases(("grad_output", *PRODUCT_FLOATS, *PRODUCT_INDICES))
         yield from ndim_cases({"grad_output": (BATCH, O_WIN, O_SIZE)})
         yield from shape_cases("grad_output", (BATCH, O_WIN, O_SIZE),
                                [(BATCH, O_WIN, O_SIZE + 1), (BATCH, O_WIN + 1, O_SIZE),
@@ -436,6 +479,7 @@ def cases_for(op):
         yield from inplace_dtype_cases("o", ["x", "y"])
         yield from alpha_cases()
         yield from outer_shape_cases()
+        yield from zero_d_cases(("o", "x", "y", "x_idx", "y_idx"))
         yield from read_only_case()
     elif op is SOFTMAX:
         yield from common_type_cases(("x",), ())
@@ -455,6 +499,7 @@ def cases_for(op):
             yield case("target-list", TypeError, ("target", "got list"), target=[0, 1, 2])
         yield from size_type_cases()
         yield from hsm_value_cases(grad, target)
+        yield from zero_d_cases(("x", "W1", "W2", "b2") + (("grad_output",) if grad else ()))
 
 
 OPS = [GEMV, GEMV_INPLACE, DOT, DOT_GRAD, OUTER, OUTER_INPLACE, SOFTMAX, SOFTMAX_GRAD,
@@ -503,6 +548,9 @@ def bad_values(dtype, n):
     values = [n, n + 1, int(info.max)]
     if info.min < 0:
         values += [-1, int(info.min)]
+    if np.dtype(dtype).itemsize == 8:
+        # Past 32 bits: 2**32 + 1 and -2**32 + 1 truncate to 1 (a valid block) in int32.
+        values += [2**31, 2**32 + 1] + ([-(2**32) + 1] if info.min < 0 else [])
     if np.dtype(dtype) == np.uint64:
         values += [2**63 + 1]  # above int64's range: must not wrap to a negative intp
     return values
@@ -530,7 +578,7 @@ def test_index_out_of_range(op, name, n, what, dtype, value):
     idx[position] = value
     args[name] = idx
     assert idx[position] == value  # the value is representable, not wrapped by the assignment
-    before = copy.deepcopy(args)
+    before = fingerprint(args)
     with pytest.raises(IndexError, match="^" + re.escape(_message(name, position, value, n, what))
                        + "$"):
         op.func(**args)
@@ -567,7 +615,7 @@ def test_first_bad_position_in_c_order_is_reported(op, name, n, what, layout):
         idx[0, 1], idx[1, 0], idx[2, 1] = n + 3, -1, n
         first = ((0, 1), n + 3)
     args[name] = _layouts(idx)[layout]
-    before = copy.deepcopy(args)
+    before = fingerprint(args)
     with pytest.raises(IndexError, match="^" + re.escape(_message(name, *first[:1], first[1], n,
                                                                   what))):
         op.func(**args)
@@ -586,7 +634,7 @@ def test_first_bad_position_property(idx, fortran):
     assume(bad)  # an all-valid array would run the kernel; that is not this test's business
     args = GEMV_INPLACE.args()
     args["input_idx"] = np.asfortranarray(idx) if fortran else idx
-    before = copy.deepcopy(args)
+    before = fingerprint(args)
     position, value = bad[0]
     expected = _message("input_idx", position, value, I_BLOCKS, "W has 5 input blocks")
     with pytest.raises(IndexError, match="^" + re.escape(expected) + "$"):
@@ -598,7 +646,7 @@ def test_target_column_shape_reports_two_dimensional_position():
     """A (batch, 1) target (accepted like Theano's column) reports positions as [row, 0]."""
     args = HSM_T.args()
     args["target"] = np.array([[0], [N_OUTPUTS], [1]], dtype=np.int32)
-    before = copy.deepcopy(args)
+    before = fingerprint(args)
     expected = _message("target", (1, 0), N_OUTPUTS, N_OUTPUTS, "n_outputs = 9")
     with pytest.raises(IndexError, match="^" + re.escape(expected)):
         nbs.h_softmax(**args)
@@ -609,7 +657,7 @@ def test_target_beyond_n_outputs_but_inside_a_class_is_refused():
     """n_outputs = 9 < 5 * 2 slots: target 9 names a real slot but is not an output."""
     args = HSM_GRAD_T.args()
     args["target"] = np.array([0, 8, 9])
-    before = copy.deepcopy(args)
+    before = fingerprint(args)
     with pytest.raises(IndexError, match=re.escape("target[2] = 9 is outside [0, 9)")):
         nbs.h_softmax_grad(**args)
     assert_unchanged(args, before)
@@ -664,7 +712,7 @@ def test_precedence_h_softmax_grad_bad_target_before_grad_output_shape():
     args = HSM_GRAD_T.args()
     args["target"] = np.array([0, -1, 2])
     args["grad_output"] = np.zeros((BATCH, N_OUTPUTS))
-    before = copy.deepcopy(args)
+    before = fingerprint(args)
     with pytest.raises((IndexError, ValueError), match=r"^(target|grad_output)(?!\w)"):
         nbs.h_softmax_grad(**args)
     assert_unchanged(args, before)
@@ -676,7 +724,7 @@ def test_read_only_arguments_are_fine_without_inplace():
     args = GEMV.args()
     for a in args.values():
         a.setflags(write=False)
-    before = copy.deepcopy(args)
+    before = fingerprint(args)
     result = nbs.sparse_block_gemv(**args)
     assert type(result) is np.ndarray and result.flags.writeable
     assert_unchanged(args, before)
@@ -689,3 +737,24 @@ def test_real_scalars_are_accepted_as_alpha(alpha):
     args["alpha"] = alpha
     expected = nbs.sparse_block_outer(**{**args, "alpha": float(alpha)})
     np.testing.assert_array_equal(nbs.sparse_block_outer(**args), expected)
+
+
+def test_fingerprint_sees_bytes_strides_flags_and_gaps():
+    """Guard: the "writes nothing" check notices what assert_array_equal would not."""
+    memory = np.zeros(8)
+    args = {"a": memory[::2], "b": np.zeros(3), "c": np.zeros((2, 2)), "d": np.ones(2)}
+    before = fingerprint(args)
+    assert_unchanged(args, before)
+    changes = [
+        lambda: memory.__setitem__(1, 1.0),  # a gap of the strided view a
+        lambda: args["b"].__setitem__(0, -0.0),  # equal to 0.0, different bytes
+        lambda: args.__setitem__("c", args["c"].T.copy().T),  # same values, F strides
+        lambda: args["d"].setflags(write=False),
+    ]
+    for change in changes:
+        args = {"a": memory[::2], "b": np.zeros(3), "c": np.zeros((2, 2)), "d": np.ones(2)}
+        memory[...] = 0.0
+        before = fingerprint(args)
+        change()
+        with pytest.raises(AssertionError, match="changed"):
+            assert_unchanged(args, before)
