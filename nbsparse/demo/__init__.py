@@ -2,11 +2,13 @@
 
 A fixed-context feed-forward language model (Bengio et al., 2003), not an Elman
 RNN: both need the same output layer, which is what this demo is about, but the
-feed-forward model trains on minibatches of independent windows, a few large
-matrix products per step, while an RNN's truncated back-propagation through time
-is a Python loop of small products per time step. In plain NumPy on two cores
-that is several times fewer tokens per second for the RNN, and the default run
-must finish in under two minutes.
+feed-forward model trains on minibatches of independent windows (a handful of
+matrix products and nbsparse calls per step, shuffled batches, nothing carried
+between them), while an RNN's truncated back-propagation through time is a
+Python loop over time steps, each a few small products and nbsparse calls, with
+the per-call overhead paid once per time step instead of once per batch. The
+default run must finish in under two minutes on two cores, and the feed-forward
+model's forward and backward passes are short enough to read in one sitting.
 
 Modules: ``corpus`` (text, tokens, vocabulary, word classes), ``model`` (the
 network, both output layers, Adam), ``train`` (the loop, perplexities, sampling,
