@@ -141,7 +141,7 @@ def run(cfg, out=print):
     out(f"vocab   {len(vocab):,} words (min count {cfg.min_count}, <unk> {unk_share:.1%} of train); "
         f"h_softmax: {classes.n_classes} classes x {classes.K} slots, frequency-binned")
     out(f"model   {cfg.context}-word context, {cfg.embedding}-d embeddings, {cfg.hidden} tanh "
-        f"units; Adam lr {cfg.lr:g}, batch {cfg.batch}, {cfg.epochs} epochs")
+        f"units; Adam lr {cfg.lr:g}, batch {cfg.batch}, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)}")
     out(f"device  {cfg.device}, float32 ({threads_note})")
 
     histories, models = [], {}
