@@ -15,7 +15,7 @@ from .blocksparse import (
     sparse_block_gemv,
     sparse_block_outer,
 )
-from .hsoftmax import h_softmax, h_softmax_grad
+from .hsoftmax import h_softmax, h_softmax_grad, h_softmax_nll, h_softmax_nll_grad
 from .softmax import softmax, softmax_grad
 
 __all__ = [
@@ -24,6 +24,8 @@ __all__ = [
     "__version__",
     "h_softmax",
     "h_softmax_grad",
+    "h_softmax_nll",
+    "h_softmax_nll_grad",
     "softmax",
     "softmax_grad",
     "sparse_block_dot",

@@ -124,34 +124,64 @@ def softmax_grad(grad_output, y, axis=-1):
                          meta=meta_from_array(meta, y.ndim, dtype))
 
 
-def h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target=None):
-    """:func:`nbsparse.h_softmax` on Dask arrays: chunk-wise over the rows of ``x``."""
+def _h_softmax_forward(func, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                       W1, b1, W2, b2, target, loss=None):
+    """``func`` (``h_softmax`` or ``h_softmax_nll``) on Dask arrays: chunk-wise over the rows of ``x``."""
+    hsoftmax.check_loss_target(loss, target)
     arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "target": target}
     meta = check_kinds(optional=("target",), **arrays)
     dtype, n_outputs, n_classes, K = hsoftmax.check_args(
         x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target)
-    call = Call("h_softmax", arrays, ("x", "target"), meta)
+    call = Call(func.__name__, arrays, ("x", "target"), meta)
     items = ["x", ROWS, n_outputs, n_classes, K, "W1", "b1", "W2", "b2", "target"]
-    return call.chunkwise(hsoftmax.h_softmax, items, (n_outputs,) if target is None else (), dtype)
+    return call.chunkwise(func, items, (n_outputs,) if target is None else (), dtype)
 
 
-def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
-                   W1, b1, W2, b2, target=None, *, deterministic=False):
-    """:func:`nbsparse.h_softmax_grad` on Dask arrays.
+def _h_softmax_backward(func, grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                        W1, b1, W2, b2, target, deterministic, loss=None):
+    """``func`` (``h_softmax_grad`` or ``h_softmax_nll_grad``) on Dask arrays.
 
     ``x`` chunk-wise; ``W1``, ``b1``, ``W2``, ``b2`` summed over the chunks in a tree.
     """
+    hsoftmax.check_loss_target(loss, target)
     arrays = {"grad_output": grad_output, "x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2,
               "target": target}
     meta = check_kinds(optional=("target",), **arrays)
     dtype, n_outputs, n_classes, K = hsoftmax.check_args(
         x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target,
-        grad_output, backward=True)
-    call = Call("h_softmax_grad", arrays, ("grad_output", "x", "target"), meta)
+        grad_output, backward=True, loss=loss)
+    call = Call(func.__name__, arrays, ("grad_output", "x", "target"), meta)
     items = ["grad_output", "x", ROWS, n_outputs, n_classes, K, "W1", "b1", "W2", "b2", "target"]
-    parts = call.parts(hsoftmax.h_softmax_grad, items, deterministic=deterministic)
+    parts = call.parts(func, items, deterministic=deterministic)
     return HSoftmaxGrad(
         x=call.field(parts, 0, "x", x.shape[1:], dtype),
         **{name: call.field_sum(parts, k, name, arrays[name].shape, dtype)
            for k, name in enumerate(["W1", "b1", "W2", "b2"], start=1)},
     )
+
+
+def h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target=None):
+    """:func:`nbsparse.h_softmax` on Dask arrays: chunk-wise over the rows of ``x``."""
+    return _h_softmax_forward(hsoftmax.h_softmax, x, batch_size, n_outputs, n_classes,
+                              n_outputs_per_class, W1, b1, W2, b2, target)
+
+
+def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                   W1, b1, W2, b2, target=None, *, deterministic=False):
+    """:func:`nbsparse.h_softmax_grad` on Dask arrays (weight gradients tree-summed)."""
+    return _h_softmax_backward(hsoftmax.h_softmax_grad, grad_output, x, batch_size, n_outputs,
+                               n_classes, n_outputs_per_class, W1, b1, W2, b2, target, deterministic)
+
+
+def h_softmax_nll(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target):
+    """:func:`nbsparse.h_softmax_nll` on Dask arrays: chunk-wise over the rows of ``x``."""
+    return _h_softmax_forward(hsoftmax.h_softmax_nll, x, batch_size, n_outputs, n_classes,
+                              n_outputs_per_class, W1, b1, W2, b2, target, loss="h_softmax_nll")
+
+
+def h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                       W1, b1, W2, b2, target, *, deterministic=False):
+    """:func:`nbsparse.h_softmax_nll_grad` on Dask arrays (weight gradients tree-summed)."""
+    return _h_softmax_backward(hsoftmax.h_softmax_nll_grad, grad_output, x, batch_size, n_outputs,
+                               n_classes, n_outputs_per_class, W1, b1, W2, b2, target, deterministic,
+                               loss="h_softmax_nll")

@@ -141,3 +141,50 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
     dW1 = x.T @ d_class
     db1 = d_class.sum(axis=0)
     return HSoftmaxGrad(*(np.asarray(a, dtype=dtype) for a in (dx, dW1, db1, dW2, db2)))
+
+
+def _log_softmax(a):
+    """``a - logsumexp(a)`` along the last axis, the maximum subtracted first."""
+    shifted = a - np.max(a, axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def _nll_activations(x, n_outputs_per_class, W1, b1, W2, b2, target):
+    """Both levels' activations for the targets: ``(a1, a2, classes, slots)``."""
+    target = np.asarray(target).ravel()
+    classes, slots = target // n_outputs_per_class, target % n_outputs_per_class
+    a1 = x @ W1 + b1
+    a2 = np.einsum("nd,ndk->nk", x, W2[classes]) + b2[classes]
+    return a1, a2, classes, slots
+
+
+def h_softmax_nll(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                  W1, b1, W2, b2, target):
+    """``-log h_softmax(..., target)`` as the sum of the two levels' negative log-softmax."""
+    x, W1, b1, W2, b2 = _cast(_float_dtype(x, W1, b1, W2, b2), x, W1, b1, W2, b2)
+    a1, a2, classes, slots = _nll_activations(x, n_outputs_per_class, W1, b1, W2, b2, target)
+    rows = np.arange(batch_size)
+    return -_log_softmax(a1)[rows, classes] - _log_softmax(a2)[rows, slots]
+
+
+def h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                       W1, b1, W2, b2, target):
+    """Gradients of ``sum(grad_output * h_softmax_nll(...))``: ``g * (softmax - onehot)`` per level."""
+    dtype = _float_dtype(grad_output, x, W1, b1, W2, b2)
+    grad_output, x, W1, b1, W2, b2 = _cast(dtype, grad_output, x, W1, b1, W2, b2)
+    a1, a2, classes, slots = _nll_activations(x, n_outputs_per_class, W1, b1, W2, b2, target)
+    rows = np.arange(batch_size)
+    d_class = softmax(a1)
+    d_class[rows, classes] -= 1.0
+    d_class *= grad_output[:, None]
+    d_act = softmax(a2)
+    d_act[rows, slots] -= 1.0
+    d_act *= grad_output[:, None]
+    dx = d_class @ W1.T + np.einsum("nk,ndk->nd", d_act, W2[classes])
+    dW2 = np.zeros(W2.shape, dtype=dtype)
+    db2 = np.zeros(b2.shape, dtype=dtype)
+    for n in range(batch_size):
+        dW2[classes[n]] += np.outer(x[n], d_act[n])
+        db2[classes[n]] += d_act[n]
+    return HSoftmaxGrad(*(np.asarray(a, dtype=dtype) for a in (
+        dx, x.T @ d_class, d_class.sum(axis=0), dW2, db2)))

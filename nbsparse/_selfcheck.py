@@ -11,7 +11,7 @@ from .blocksparse import (
     sparse_block_gemv,
     sparse_block_outer,
 )
-from .hsoftmax import h_softmax, h_softmax_grad
+from .hsoftmax import h_softmax, h_softmax_grad, h_softmax_nll, h_softmax_nll_grad
 from .softmax import softmax, softmax_grad
 
 _TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
@@ -50,6 +50,9 @@ def _cases(dtype, rng):
         ("h_softmax_grad (full)", h_softmax_grad, _reference.h_softmax_grad,
          (f(batch, n_outputs),) + hsm),
         ("h_softmax_grad (target)", h_softmax_grad, _reference.h_softmax_grad,
+         (f(batch),) + hsm + (target,)),
+        ("h_softmax_nll", h_softmax_nll, _reference.h_softmax_nll, hsm + (target,)),
+        ("h_softmax_nll_grad", h_softmax_nll_grad, _reference.h_softmax_nll_grad,
          (f(batch),) + hsm + (target,)),
     ]
 

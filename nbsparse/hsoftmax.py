@@ -1,4 +1,5 @@
-"""Two-level hierarchical softmax (Theano's ``h_softmax``) and its gradient.
+"""Two-level hierarchical softmax (Theano's ``h_softmax``), its gradient, and its
+negative log-likelihood loss (``h_softmax_nll``) with that loss's gradient.
 
 Both levels are block-sparse products: the class layer is ``x @ W1 + b1`` as a
 single-block ``sparse_block_dot``; the output layer treats ``W2`` as
@@ -42,18 +43,25 @@ class _Problem:
                 backend.indices(target).reshape(self.batch), K, self.classes, self.slots)
             self.class_idx = self.classes.reshape(self.batch, 1)
 
+    def class_activations(self):
+        """``x @ W1 + b1``, shape ``(batch, n_classes)``."""
+        return _dot(self.backend, self.dtype, self.W1, self.h, self.first_block, self.b1,
+                    self.first_block).reshape(self.batch, self.n_classes)
+
+    def slot_activations(self):
+        """``x @ W2[c] + b2[c]``: ``(batch, n_classes, K)``, or ``(batch, K)`` (c = the target's class)."""
+        act = _dot(self.backend, self.dtype, self.W2, self.h, self.first_block, self.b2,
+                   self.class_idx)
+        return act if self.classes is None else act.reshape(self.batch, self.K)
+
     def class_probs(self):
         """``softmax(x @ W1 + b1)``, shape ``(batch, n_classes)``."""
-        act = _dot(self.backend, self.dtype, self.W1, self.h, self.first_block, self.b1,
-                   self.first_block).reshape(self.batch, self.n_classes)
-        return self._softmax(act)
+        return self._softmax(self.class_activations())
 
     def slot_probs(self):
         """Within-class probabilities: ``(batch, n_classes, K)``, or ``(batch, K)`` with a target."""
-        act = _dot(self.backend, self.dtype, self.W2, self.h, self.first_block, self.b2,
-                   self.class_idx)
-        probs = self._softmax(act.reshape(-1, self.K))
-        return probs.reshape(act.shape if self.classes is None else (self.batch, self.K))
+        act = self.slot_activations()
+        return self._softmax(act.reshape(-1, self.K)).reshape(act.shape)
 
     def _softmax(self, rows):
         out = self.backend.empty(rows.shape, self.dtype)
@@ -62,23 +70,35 @@ class _Problem:
 
 
 def _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target,
-             grad_output=None, *, backward=False, deterministic=False):
+             grad_output=None, *, backward=False, deterministic=False, loss=None):
     """Check every argument (nothing runs before this returns) and build the problem.
 
-    ``backward`` says the call is ``h_softmax_grad``, whose ``grad_output`` is required.
+    ``backward`` says the call is a gradient, whose ``grad_output`` is required.
+    ``loss`` names the loss function (``"h_softmax_nll"``) when the call is one:
+    then ``target`` is required.
     """
+    check_loss_target(loss, target)
     arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2}
     floats = {"grad_output": grad_output, **arrays} if backward else arrays
     backend = select(optional=("target",), deterministic=deterministic, **floats, target=target)
     dtype, n_outputs, n_classes, K = check_args(
         x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target,
-        grad_output, backward=backward, backend=backend)
+        grad_output, backward=backward, backend=backend, loss=loss)
     problem = _Problem(backend, dtype, x, n_outputs, n_classes, K, W1, b1, W2, b2, target)
     return backend, problem
 
 
+def check_loss_target(loss, target):
+    """TypeError when ``loss`` (a loss function's name, or None) is called without a target."""
+    if loss is not None and target is None:
+        raise TypeError(
+            f"target must be an integer array (one output per row of x), got None: {loss} is "
+            f"the loss of each row's target (h_softmax(x, ...) gives every probability)"
+        )
+
+
 def check_args(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target,
-               grad_output=None, *, backward=False, backend=None):
+               grad_output=None, *, backward=False, backend=None, loss=None):
     """Check dtypes, sizes and shapes; return ``(dtype, n_outputs, n_classes, K)``.
 
     Reads only ``dtype``, ``ndim`` and ``shape`` (so Dask arrays can be checked
@@ -120,7 +140,8 @@ def check_args(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1,
             backend.check_index_range("target", target, n_outputs, f"n_outputs = {n_outputs}")
     if backward:
         expected = (batch_size, n_outputs) if target is None else (batch_size,)
-        v.check_shape("grad_output", grad_output, expected, "the shape of the h_softmax result")
+        v.check_shape("grad_output", grad_output, expected,
+                      f"the shape of the {loss or 'h_softmax'} result")
     return dtype, n_outputs, n_classes, K
 
 
@@ -272,6 +293,15 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
     else:
         kernels.target_backward(g, p_class, p_slot, p.classes, p.slots, d_class, d_slot)
 
+    return _backward_through_products(backend, p, d_class, d_slot, x, W1, b1, W2)
+
+
+def _backward_through_products(backend, p, d_class, d_slot, x, W1, b1, W2):
+    """The ``HSoftmaxGrad`` from the activation gradients of both levels.
+
+    ``d_class`` is ``(batch, n_classes)``; ``d_slot`` is ``(batch, n_classes, K)``
+    (full mode) or ``(batch, K)`` (the target's class only).
+    """
     dx = backend.zeros(p.h.shape, p.dtype)
     dW1 = backend.zeros(p.W1.shape, p.dtype)
     db1 = backend.zeros(p.b1.shape, p.dtype)
@@ -285,3 +315,157 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
         dx.reshape(x.shape), dW1.reshape(W1.shape), db1.reshape(b1.shape),
         dW2.reshape(W2.shape), db2,
     )))
+
+
+def h_softmax_nll(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
+                  target):
+    """Negative log-likelihood of each row's target under the hierarchical softmax.
+
+    The training loss of an ``h_softmax`` output layer, ``-log h_softmax(..., target)``,
+    computed in log space so that it stays finite where the probability underflows.
+
+    Parameters
+    ----------
+    x : array, shape (batch, n_in)
+        The inputs.
+    batch_size : int
+        Must equal ``x.shape[0]`` (kept for Theano compatibility).
+    n_outputs : int
+        Number of outputs; at most ``n_classes * n_outputs_per_class``.
+    n_classes : int
+        Number of classes of the first level.
+    n_outputs_per_class : int
+        Outputs per class (``K``) of the second level.
+    W1 : array, shape (n_in, n_classes)
+    b1 : array, shape (n_classes,)
+        Weights and bias of the class level.
+    W2 : array, shape (n_classes, n_in, n_outputs_per_class)
+    b2 : array, shape (n_classes, n_outputs_per_class)
+        Weights and biases of the within-class level, one block per class; only the
+        blocks of the targets' classes are read.
+    target : integer array, shape (batch,) or (batch, 1)
+        One output per row in ``[0, n_outputs)``; required.
+
+    Returns
+    -------
+    array, shape (batch,)
+        ``-log P(target[n] | x[n])``, dtype ``np.result_type(x, W1, b1, W2, b2)``.
+
+    Raises
+    ------
+    TypeError
+        Non-array or non-float arguments, a non-integer or missing (None) ``target``,
+        non-integer sizes, host and device arrays mixed.
+    ValueError
+        As for :func:`h_softmax`: ``batch_size != x.shape[0]``,
+        ``n_classes * n_outputs_per_class < n_outputs``, a non-positive size, weights
+        or ``target`` of the wrong shape.
+    IndexError
+        A ``target`` outside ``[0, n_outputs)``.
+
+    See Also
+    --------
+    h_softmax_nll_grad, h_softmax
+
+    Notes
+    -----
+    With ``a1 = x @ W1 + b1``, the target's class ``c = t // K``, slot ``k = t % K``
+    and ``a2 = x @ W2[c] + b2[c]``::
+
+        nll = (logsumexp(a1) - a1[c]) + (logsumexp(a2) - a2[k])
+
+    each ``logsumexp`` taken after subtracting the row maximum. This equals
+    ``-log(h_softmax(..., target))`` wherever that is finite, but no probability is
+    formed, so a target whose probability is below the float range (about 1e-38 in
+    float32, 1e-308 in float64) still gets a finite loss and a useful gradient.
+
+    Examples
+    --------
+    >>> import numpy as np, nbsparse as nbs
+    >>> x = np.ones((1, 2))
+    >>> W1, b1 = np.zeros((2, 2)), np.array([0.0, 800.0])  # class 0: probability exp(-800)
+    >>> W2, b2 = np.zeros((2, 2, 2)), np.zeros((2, 2))
+    >>> nbs.h_softmax(x, 1, 4, 2, 2, W1, b1, W2, b2, target=np.array([1]))
+    array([0.])
+    >>> nbs.h_softmax_nll(x, 1, 4, 2, 2, W1, b1, W2, b2, np.array([1]))  # 800 + log(2)
+    array([800.69314718])
+    """
+    if (lazy := dask_module(x, W1, b1, W2, b2, target)) is not None:
+        return lazy.h_softmax_nll(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                                  W1, b1, W2, b2, target)
+    backend, p = _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                          W1, b1, W2, b2, target, loss="h_softmax_nll")
+    out = backend.empty((p.batch,), p.dtype)
+    backend.kernels.hsoftmax.nll_forward(p.class_activations(), p.slot_activations(),
+                                         p.classes, p.slots, out)
+    return backend.wrap(out)
+
+
+def h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                       W1, b1, W2, b2, target, *, deterministic=False):
+    """Gradients of ``sum(grad_output * h_softmax_nll(x, ..., target))``.
+
+    Parameters
+    ----------
+    grad_output : array, shape (batch,)
+        Gradient of the loss with respect to each row's NLL, e.g. ``1 / batch``
+        everywhere for the mean NLL.
+    x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target
+        The arguments of the forward :func:`h_softmax_nll` call.
+    deterministic : bool, optional
+        Bit-identical weight and bias gradients run to run on the GPU (see
+        :func:`sparse_block_outer`); the CPU kernels always are.
+
+    Returns
+    -------
+    HSoftmaxGrad
+        Named tuple ``(x, W1, b1, W2, b2)`` of gradients, each shaped like its
+        argument, of dtype ``np.result_type`` of all float arguments. The ``W2``/``b2``
+        blocks of classes that no target selects are exactly zero and are never read.
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError
+        As for :func:`h_softmax_nll`, and ValueError if ``grad_output`` is not
+        ``(batch,)``.
+
+    See Also
+    --------
+    h_softmax_nll, h_softmax_grad
+
+    Notes
+    -----
+    The activation gradients are ``grad_output[n] * (softmax(a) - onehot)`` at each
+    level (``a1`` against the target's class, ``a2`` against its slot), computed from
+    the activations in log space like the loss; they are then back-propagated through
+    the two block-sparse products (``sparse_block_dot_grad``), and the input gradient
+    sums both paths. One call recomputes the forward activations: the loss itself is
+    not needed.
+
+    Examples
+    --------
+    >>> import numpy as np, nbsparse as nbs
+    >>> x = np.ones((1, 2))
+    >>> W1, b1 = np.zeros((2, 2)), np.zeros(2)
+    >>> W2, b2 = np.zeros((2, 2, 2)), np.zeros((2, 2))
+    >>> g = nbs.h_softmax_nll_grad(np.ones(1), x, 1, 4, 2, 2, W1, b1, W2, b2, np.array([2]))
+    >>> g.b1  # softmax(a1) - onehot(class 1)
+    array([ 0.5, -0.5])
+    >>> g.b2  # class 0 is no target's class: exactly zero
+    array([[ 0. ,  0. ],
+           [-0.5,  0.5]])
+    """
+    if (lazy := dask_module(grad_output, x, W1, b1, W2, b2, target)) is not None:
+        return lazy.h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes,
+                                       n_outputs_per_class, W1, b1, W2, b2, target,
+                                       deterministic=deterministic)
+    backend, p = _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                          W1, b1, W2, b2, target, grad_output, backward=True,
+                          deterministic=deterministic, loss="h_softmax_nll")
+    g = backend.floats(p.dtype, grad_output)
+    a_class, a_slot = p.class_activations(), p.slot_activations()
+    d_class = backend.empty(a_class.shape, p.dtype)
+    d_slot = backend.empty(a_slot.shape, p.dtype)
+    backend.kernels.hsoftmax.nll_backward(g, a_class, a_slot, p.classes, p.slots,
+                                          d_class, d_slot)
+    return _backward_through_products(backend, p, d_class, d_slot, x, W1, b1, W2)

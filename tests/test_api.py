@@ -26,6 +26,10 @@ SIGNATURES = {
                  "target=None)",
     "h_softmax_grad": "(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class, "
                       "W1, b1, W2, b2, target=None)",
+    "h_softmax_nll": "(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, "
+                     "target)",
+    "h_softmax_nll_grad": "(grad_output, x, batch_size, n_outputs, n_classes, "
+                          "n_outputs_per_class, W1, b1, W2, b2, target)",
 }
 FUNCTIONS = list(SIGNATURES)
 GRAD_FIELDS = {"SparseBlockDotGrad": ("W", "h", "b"),
@@ -33,7 +37,8 @@ GRAD_FIELDS = {"SparseBlockDotGrad": ("W", "h", "b"),
 
 # Index arguments: their functions document an IndexError.
 TAKES_INDICES = {"sparse_block_gemv", "sparse_block_dot", "sparse_block_outer",
-                 "sparse_block_dot_grad", "h_softmax", "h_softmax_grad"}
+                 "sparse_block_dot_grad", "h_softmax", "h_softmax_grad", "h_softmax_nll",
+                 "h_softmax_nll_grad"}
 
 by_function = pytest.mark.parametrize("name", FUNCTIONS)
 
@@ -111,7 +116,8 @@ def test_added_parameters_are_keyword_only_with_defaults(name):
         assert param.default is not inspect.Parameter.empty, f"{param.name} has no default"
 
 
-DETERMINISTIC = ["sparse_block_outer", "sparse_block_dot_grad", "h_softmax_grad"]
+DETERMINISTIC = ["sparse_block_outer", "sparse_block_dot_grad", "h_softmax_grad",
+                 "h_softmax_nll_grad"]
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC)

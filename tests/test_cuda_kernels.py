@@ -203,6 +203,9 @@ def test_empty_batch_launches_nothing(o_size):
     hsoftmax.target_forward(*dev(p_class, np.empty((0, 3)), idx, idx, np.empty(0)))
     hsoftmax.target_backward(*dev(np.empty(0), p_class, np.empty((0, 3)), idx, idx,
                                   p_class, np.empty((0, 3))))
+    hsoftmax.nll_forward(*dev(p_class, np.empty((0, 3)), idx, idx, np.empty(0)))
+    hsoftmax.nll_backward(*dev(np.empty(0), p_class, np.empty((0, 3)), idx, idx,
+                               p_class, np.empty((0, 3))))
 
 
 def test_launchers_take_a_stream(rng):
@@ -347,6 +350,65 @@ def test_target_backward_matches_cpu(rng, dtype):
     _cpu.hsoftmax.target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot)
     close(d_d_class.copy_to_host(), d_class, dtype)
     close(d_d_slot.copy_to_host(), d_slot, dtype)
+
+
+def nll_args(rng, dtype, batch, n_classes, K):
+    """Activations of both levels (one row shifted by 1e4: the max must be subtracted) and targets."""
+    a_class = (3 * rng.standard_normal((batch, n_classes))).astype(dtype)
+    a_slot = (3 * rng.standard_normal((batch, K))).astype(dtype)
+    a_class[0] += 1e4
+    a_slot[-1] -= 1e4
+    classes = rng.integers(0, n_classes, batch).astype(np.intp)
+    slots = rng.integers(0, K, batch).astype(np.intp)
+    return a_class, a_slot, classes, slots
+
+
+# (batch, n_classes, K, threads per block): rows longer than a block, ragged, one-column rows
+NLL_CASES = [(4, 19, 5, 8), (3, 3, 11, 8), (2, 1, 1, 8), (3, 7, 40, 32)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", NLL_CASES, ids=str)
+def test_nll_forward_matches_cpu(rng, small_blocks, case, dtype):
+    batch, n_classes, K, threads = case
+    small_blocks.setattr(launch, "THREADS_PER_BLOCK", threads)
+    args = nll_args(rng, dtype, batch, n_classes, K)
+    out = np.full(batch, np.nan, dtype)
+    d_out = cuda.to_device(out)
+    hsoftmax.nll_forward(*dev(*args), d_out)
+    _cpu.hsoftmax.nll_forward(*args, out)
+    assert np.isfinite(out).all()
+    close(d_out.copy_to_host(), out, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", NLL_CASES, ids=str)
+def test_nll_backward_matches_cpu(rng, small_blocks, case, dtype):
+    batch, n_classes, K, threads = case
+    small_blocks.setattr(launch, "THREADS_PER_BLOCK", threads)
+    args = nll_args(rng, dtype, batch, n_classes, K)
+    g = rng.standard_normal(batch).astype(dtype)
+    d_class, d_slot = np.full_like(args[0], np.nan), np.full_like(args[1], np.nan)
+    d_d_class, d_d_slot = dev(d_class, d_slot)
+    hsoftmax.nll_backward(*dev(g, *args), d_d_class, d_d_slot)
+    _cpu.hsoftmax.nll_backward(g, *args, d_class, d_slot)
+    close(d_d_class.copy_to_host(), d_class, dtype)
+    close(d_d_slot.copy_to_host(), d_slot, dtype)
+
+
+def test_nll_grid_stride(rng, small_blocks):
+    small_blocks.setattr(launch, "MAX_BLOCKS", 2)  # 2 blocks for 5 rows
+    args = nll_args(rng, np.float64, 5, 9, 6)
+    g = rng.standard_normal(5)
+    out, d_class, d_slot = np.empty(5), np.empty_like(args[0]), np.empty_like(args[1])
+    d_out, d_d_class, d_d_slot = dev(out, d_class, d_slot)
+    hsoftmax.nll_forward(*dev(*args), d_out)
+    hsoftmax.nll_backward(*dev(g, *args), d_d_class, d_d_slot)
+    _cpu.hsoftmax.nll_forward(*args, out)
+    _cpu.hsoftmax.nll_backward(g, *args, d_class, d_slot)
+    close(d_out.copy_to_host(), out, np.float64)
+    close(d_d_class.copy_to_host(), d_class, np.float64)
+    close(d_d_slot.copy_to_host(), d_slot, np.float64)
 
 
 def test_grid_arithmetic(small_blocks):

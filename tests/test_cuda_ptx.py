@@ -63,7 +63,7 @@ def names(keys):
 def test_every_kernel_compiles_for_both_dtypes(compiled):
     sizes = compiled["sizes"]
     kernels = names(sizes)
-    assert len(kernels) == 14
+    assert len(kernels) == 16
     assert set(sizes) == {f"{k}[{d}]" for k in kernels for d in ("float32", "float64")}
     assert all(size > 0 for size in sizes.values())
 
@@ -79,7 +79,7 @@ def test_only_the_atomic_kernels_use_atomics(compiled):
 
 def test_only_the_shared_memory_kernels_use_barriers(compiled):
     assert names(compiled["barriers"]) == {"gemv_tiled", "softmax_rows", "softmax_grad_rows",
-                                           "full_backward"}
+                                           "full_backward", "nll_forward", "nll_backward"}
 
 
 DISPATCH_CHILD = r"""

@@ -91,6 +91,9 @@ CASES = [
          ("grad_output", "x")),
     Case("h_softmax_grad[target]", nbs.h_softmax_grad,
          {"grad_output": (BATCH,), **_HSM, **_TARGET}, ("grad_output", "x", "target")),
+    Case("h_softmax_nll", nbs.h_softmax_nll, {**_HSM, **_TARGET}, ("x", "target")),
+    Case("h_softmax_nll_grad", nbs.h_softmax_nll_grad,
+         {"grad_output": (BATCH,), **_HSM, **_TARGET}, ("grad_output", "x", "target")),
 ]
 CASE = {c.name: c for c in CASES}
 by_case = pytest.mark.parametrize("case", CASES, ids=str)
@@ -100,6 +103,7 @@ ACCUMULATING = {  # result fields summed over the chunks (None: the result itsel
     "sparse_block_dot_grad": ["W", "b"],
     "h_softmax_grad": ["W1", "b1", "W2", "b2"],
     "h_softmax_grad[target]": ["W1", "b1", "W2", "b2"],
+    "h_softmax_nll_grad": ["W1", "b1", "W2", "b2"],
 }
 
 

@@ -116,13 +116,16 @@ def calls(dtype, index_dtype=np.int64, product=PRODUCT, hsm=HSM):
         "h_softmax_grad": (nbs.h_softmax_grad, {"grad_output": g_full, **_hsm_arguments(h, None)}),
         "h_softmax_grad[target]": (nbs.h_softmax_grad,
                                    {"grad_output": g_target, **_hsm_arguments(h, h.target)}),
+        "h_softmax_nll": (nbs.h_softmax_nll, _hsm_arguments(h, h.target)),
+        "h_softmax_nll_grad": (nbs.h_softmax_nll_grad,
+                               {"grad_output": g_target, **_hsm_arguments(h, h.target)}),
     }
     return {name: Call(name, func, args) for name, (func, args) in by_name.items()}
 
 
 CALLS = list(calls(np.float64))
 DETERMINISTIC = ["sparse_block_outer", "sparse_block_dot_grad", "h_softmax_grad",
-                 "h_softmax_grad[target]"]
+                 "h_softmax_grad[target]", "h_softmax_nll_grad"]
 INPLACE = ["sparse_block_gemv", "sparse_block_outer"]
 
 
@@ -506,6 +509,8 @@ INDEX_ERRORS = [  # (call, argument, {position: value}, the first bad position, 
     ("h_softmax[target]", "target", {(2,): 10}, "2", "[0, 10) (n_outputs = 10)"),
     ("h_softmax[target]", "target", {(0,): -1, (4,): 99}, "0", "[0, 10) (n_outputs = 10)"),
     ("h_softmax_grad[target]", "target", {(4,): 12}, "4", "[0, 10) (n_outputs = 10)"),
+    ("h_softmax_nll", "target", {(1,): 10}, "1", "[0, 10) (n_outputs = 10)"),
+    ("h_softmax_nll_grad", "target", {(3,): -2}, "3", "[0, 10) (n_outputs = 10)"),
 ]
 
 

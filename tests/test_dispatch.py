@@ -87,6 +87,9 @@ SPECS = [
     Spec("h_softmax_grad", nbs.h_softmax_grad, {"grad_output": (3, 9), **_HSM, "target": None}),
     Spec("h_softmax_grad[target]", nbs.h_softmax_grad,
          {"grad_output": (3,), **_HSM, "target": Idx((3,), 9)}),
+    Spec("h_softmax_nll", nbs.h_softmax_nll, {**_HSM, "target": Idx((3,), 9)}),
+    Spec("h_softmax_nll_grad", nbs.h_softmax_nll_grad,
+         {"grad_output": (3,), **_HSM, "target": Idx((3,), 9)}),
 ]
 SPEC = {s.name: s for s in SPECS}
 by_spec = pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
@@ -330,6 +333,8 @@ MIXES = [  # (spec, the arguments on the device; every other array is on the hos
     ("h_softmax_grad", ["grad_output"]),
     ("h_softmax_grad[target]", ["target"]),
     ("h_softmax_grad[target]", ["W2", "b2"]),
+    ("h_softmax_nll", ["target"]),
+    ("h_softmax_nll_grad", ["grad_output"]),
 ]
 
 

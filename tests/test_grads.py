@@ -115,3 +115,19 @@ def test_h_softmax_grad_by_finite_differences(impl, case, mode, wrt):
     grads = impl.h_softmax_grad(G, *args, target=target)
 
     assert_gradient(loss, args, HS_ARGUMENTS[wrt], getattr(grads, wrt), case.seed)
+
+
+@pytest.mark.parametrize("wrt", list(HS_ARGUMENTS))
+@pytest.mark.parametrize("case", GRAD_HSOFTMAX_CASES, ids=str)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_h_softmax_nll_grad_by_finite_differences(impl, case, wrt):
+    a = case.make(np.float64)
+    G = _projection((case.batch,), case.seed)
+    args = a.call()
+
+    def loss(*call):
+        return np.sum(G * impl.h_softmax_nll(*call, a.target))
+
+    grads = impl.h_softmax_nll_grad(G, *args, a.target)
+
+    assert_gradient(loss, args, HS_ARGUMENTS[wrt], getattr(grads, wrt), case.seed)

@@ -72,6 +72,8 @@ def run_every_op_once():
         nbs.h_softmax(*args, target=np.array([0, 4, 2]))
         nbs.h_softmax_grad(np.ones((3, 5), dtype), *args)
         nbs.h_softmax_grad(np.ones(3, dtype), *args, target=np.array([0, 4, 2]))
+        nbs.h_softmax_nll(*args, np.array([0, 4, 2]))
+        nbs.h_softmax_nll_grad(np.ones(3, dtype), *args, np.array([0, 4, 2]))
 
 
 def infer_types(func, signature):
@@ -205,7 +207,7 @@ def _allowed_in_count_outside(name, ty):
 
 
 def test_cuda_kernels_compute_every_index_in_64_bits(cuda_integer_types):
-    assert len(cuda_integer_types) == 2 * 14 + 2 + 8 + 1
+    assert len(cuda_integer_types) == 2 * 16 + 2 + 8 + 1
     narrow = {}
     for kernel, typemap in cuda_integer_types.items():
         registers = {n for n, ty in typemap.items()
@@ -222,7 +224,8 @@ def test_register_temporaries_are_only_thread_and_block_coordinates(cuda_integer
     """Guard for the allowance above: 32-bit values appear only in kernels that use them."""
     with_registers = {k.split("[")[0] for k, typemap in cuda_integer_types.items()
                       if any(ty == "int32" and "load_attr" in n for n, ty in typemap.items())}
-    assert with_registers == {"gemv_tiled", "softmax_rows", "softmax_grad_rows", "full_backward"}
+    assert with_registers == {"gemv_tiled", "softmax_rows", "softmax_grad_rows", "full_backward",
+                              "nll_forward", "nll_backward"}
 
 
 # --------------------------------------------------------------------------- run, no allocation

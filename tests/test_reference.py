@@ -159,3 +159,26 @@ def test_reference_h_softmax_grad_target_is_full_mode_with_a_one_hot_gradient(ca
 
     for got, want in zip(target_grads, full_grads):
         assert_matches(got, want, F64)
+
+
+@pytest.mark.parametrize("case", HSOFTMAX_CASES, ids=str)
+def test_reference_h_softmax_nll_is_minus_log_of_the_target_probability(case):
+    a = case.make(F64)  # unit-normal weights: no probability underflows, so -log is exact here
+
+    for target in (a.target, a.target.reshape(-1, 1)):
+        assert_matches(_reference.h_softmax_nll(*a.call(), target),
+                       -np.log(_h_softmax_by_loops(a)[np.arange(case.batch), a.target]), F64)
+
+
+@pytest.mark.parametrize("case", HSOFTMAX_CASES, ids=str)
+def test_reference_h_softmax_nll_grad_is_the_chain_rule_through_minus_log(case):
+    # d(-log p)/dp = -1/p: the NLL gradient is h_softmax_grad with grad_output -g / p.
+    a = case.make(F64)
+    g = np.random.default_rng(case.seed).standard_normal(case.batch)
+    p = _reference.h_softmax(*a.call(), target=a.target)
+
+    nll_grads = _reference.h_softmax_nll_grad(g, *a.call(), a.target)
+    chained = _reference.h_softmax_grad(-g / p, *a.call(), target=a.target)
+
+    for got, want in zip(nll_grads, chained):
+        assert_matches(got, want, F64)

@@ -134,6 +134,8 @@ HSM = Op("h_softmax", nbs.h_softmax, build_hsm)
 HSM_T = Op("h_softmax_target", nbs.h_softmax, lambda: build_hsm(target=True))
 HSM_GRAD = Op("h_softmax_grad", nbs.h_softmax_grad, build_hsm_grad)
 HSM_GRAD_T = Op("h_softmax_grad_target", nbs.h_softmax_grad, lambda: build_hsm_grad(target=True))
+NLL = Op("h_softmax_nll", nbs.h_softmax_nll, lambda: build_hsm(target=True))
+NLL_GRAD = Op("h_softmax_nll_grad", nbs.h_softmax_nll_grad, lambda: build_hsm_grad(target=True))
 
 
 # --------------------------------------------------------------------------- checking
@@ -491,19 +493,22 @@ def cases_for(op):
         yield from softmax_value_cases(("grad_output", "y"))
         yield from shape_cases("grad_output", (3, 4), [(3, 5), (4, 3), (3, 4, 1), (12,)])
     else:
-        grad = op in (HSM_GRAD, HSM_GRAD_T)
-        target = op in (HSM_T, HSM_GRAD_T)
+        grad = op in (HSM_GRAD, HSM_GRAD_T, NLL_GRAD)
+        target = op in (HSM_T, HSM_GRAD_T, NLL, NLL_GRAD)
         floats = (("grad_output",) if grad else ()) + HSM_FLOATS
         yield from common_type_cases(floats, ("target",) if target else ())
         if not target:  # target=None is the full mode, not a missing array
             yield case("target-list", TypeError, ("target", "got list"), target=[0, 1, 2])
+        if op in (NLL, NLL_GRAD):  # the loss has no full mode: the target is required
+            yield case("target-None", TypeError, ("target", "got None", "h_softmax_nll"),
+                       target=None)
         yield from size_type_cases()
         yield from hsm_value_cases(grad, target)
         yield from zero_d_cases(("x", "W1", "W2", "b2") + (("grad_output",) if grad else ()))
 
 
 OPS = [GEMV, GEMV_INPLACE, DOT, DOT_GRAD, OUTER, OUTER_INPLACE, SOFTMAX, SOFTMAX_GRAD,
-       HSM, HSM_T, HSM_GRAD, HSM_GRAD_T]
+       HSM, HSM_T, HSM_GRAD, HSM_GRAD_T, NLL, NLL_GRAD]
 
 TABLE = [pytest.param(op, c, id=f"{op.name}-{c.exc.__name__}-{c.id}")
          for op in OPS for c in cases_for(op)]
@@ -539,6 +544,8 @@ INDEX_ARGS = [  # (op, argument, allowed range [0, n), the message's explanation
     (OUTER_INPLACE, "y_idx", O_BLOCKS, "o has 6 y blocks"),
     (HSM_T, "target", N_OUTPUTS, "n_outputs = 9"),
     (HSM_GRAD_T, "target", N_OUTPUTS, "n_outputs = 9"),
+    (NLL, "target", N_OUTPUTS, "n_outputs = 9"),
+    (NLL_GRAD, "target", N_OUTPUTS, "n_outputs = 9"),
 ]
 
 

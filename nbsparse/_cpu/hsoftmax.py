@@ -1,11 +1,14 @@
-"""CPU kernels that join the two levels of the hierarchical softmax.
+"""CPU kernels that join the two levels of the hierarchical softmax, and its log-loss.
 
 ``p_class`` is ``(batch, n_classes)``, the class probabilities; ``p_slot`` holds the
 within-class probabilities: ``(batch, n_classes, K)`` in full mode, ``(batch, K)``
-(the target's class only) in target mode. Each batch row is owned by one
-parallel iteration, so writes never collide.
+(the target's class only) in target mode. The loss kernels (``nll_*``) take the
+activations (softmax inputs) ``a_class`` and ``a_slot`` of the same shapes, target
+mode, instead. Each batch row is owned by one parallel iteration, so writes never
+collide.
 """
 
+import numpy as np
 from numba import njit, prange
 
 from .blocksparse import FASTMATH
@@ -74,6 +77,62 @@ def target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot):
             d_class[n, c] = p_class[n, c] * ((g_class if c == c_t else 0.0) - g_class * p_class[n, c_t])
         for k in range(K):
             d_slot[n, k] = p_slot[n, k] * ((g_slot if k == k_t else 0.0) - g_slot * p_slot[n, k_t])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _max_and_sum_exp(row):
+    """``(m, sum(exp(row - m)))`` with ``m = max(row)``: no exp overflows, the sum is in [1, n]."""
+    peak = -np.inf
+    for k in range(row.shape[0]):
+        peak = max(peak, row[k])
+    total = 0.0
+    for k in range(row.shape[0]):
+        total += np.exp(row[k] - peak)
+    return peak, total
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _neg_log_softmax(row, t):
+    """``logsumexp(row) - row[t]``, as ``(m - row[t]) + log(sum(exp(row - m)))``.
+
+    ``m - row[t]`` first: two nearby large activations cancel exactly, where
+    ``(m + log(sum)) - row[t]`` would round ``m + log(sum)`` to the activations' scale.
+    """
+    peak, total = _max_and_sum_exp(row)
+    return (peak - row[t]) + np.log(total)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def nll_forward(a_class, a_slot, classes, slots, out):
+    """In place: ``out[n] = -log_softmax(a_class[n])[classes[n]] - log_softmax(a_slot[n])[slots[n]]``.
+
+    ``a_class`` ``(batch, n_classes)`` and ``a_slot`` ``(batch, K)`` are the
+    activations (softmax inputs) of the two levels, the target's class only for
+    the second. Each level is ``logsumexp(a) - a[t]``: no probability is formed,
+    so a target probability below the float range still gives a finite loss.
+    """
+    for n in prange(out.shape[0]):
+        out[n] = _neg_log_softmax(a_class[n], classes[n]) + _neg_log_softmax(a_slot[n], slots[n])
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def nll_backward(g, a_class, a_slot, classes, slots, d_class, d_slot):
+    """In place: the activation gradients of ``sum(g * nll)``, both levels.
+
+    ``d_class[n] = g[n] * (softmax(a_class[n]) - onehot(classes[n]))`` and the same
+    for ``d_slot`` with ``slots``; shapes as in :func:`nll_forward`.
+    """
+    for n in prange(g.shape[0]):
+        peak, total = _max_and_sum_exp(a_class[n])
+        scale = g[n] / total
+        for c in range(a_class.shape[1]):
+            d_class[n, c] = scale * np.exp(a_class[n, c] - peak)
+        d_class[n, classes[n]] -= g[n]
+        peak, total = _max_and_sum_exp(a_slot[n])
+        scale = g[n] / total
+        for k in range(a_slot.shape[1]):
+            d_slot[n, k] = scale * np.exp(a_slot[n, k] - peak)
+        d_slot[n, slots[n]] -= g[n]
 
 
 @njit(cache=True)

@@ -4,10 +4,13 @@
 full mode and ``(batch, K)`` (the target's class only) in target mode, as in
 ``nbsparse._cpu.hsoftmax``, whose arithmetic these kernels repeat. The forward
 kernels and ``target_backward`` are element-wise (one thread per output element);
-``full_backward`` needs a per-row sum over classes and uses a block per row.
+``full_backward`` needs a per-row sum over classes and uses a block per row, as do
+the loss kernels ``nll_forward``/``nll_backward``, which reduce the activations of
+both levels (log-sum-exp) side by side.
 """
 
 import functools
+import math
 
 from numba import cuda
 
@@ -161,3 +164,142 @@ def target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot, *, stre
     _target_backward[launch.blocks_for(n), launch.threads(), stream](
         g, p_class, p_slot, classes, slots, d_class, d_slot
     )
+
+
+@functools.cache
+def _nll_kernels(threads):
+    """``(nll_forward, nll_backward)`` kernels for blocks of ``threads`` (a power of two).
+
+    A block per batch row (grid-stride over rows, so the row loop is block-uniform
+    and every thread reaches every barrier). The two levels are reduced side by
+    side: one tree pass gives both maxima, a second both sums of ``exp(a - max)``,
+    so a row costs two reductions, not four. The reductions are written out here,
+    as in ``softmax.py``: device functions would stop ``compile_ptx`` working
+    without a GPU.
+    """
+
+    @launch.kernel
+    def nll_forward(a_class, a_slot, classes, slots, out):
+        """``out[n] = (lse(a_class[n]) - a_class[n, c_t]) + (lse(a_slot[n]) - a_slot[n, k_t])``.
+
+        Each term as ``(max - a[t]) + log(sum(exp(a - max)))``, as on the CPU.
+
+        Thread 0 alone writes ``out[n]``, after both reductions.
+        """
+        buf_c = cuda.shared.array(threads, dtype=a_class.dtype)
+        buf_s = cuda.shared.array(threads, dtype=a_class.dtype)
+        tid = cuda.threadIdx.x
+        n_classes, K = a_class.shape[1], a_slot.shape[1]
+        zero = a_class.dtype.type(0)
+        for n in range(cuda.blockIdx.x, out.shape[0], cuda.gridDim.x):
+            peak_c, peak_s = a_class[n, 0], a_slot[n, 0]  # members of the rows: safe identities
+            for c in range(tid, n_classes, threads):
+                peak_c = max(peak_c, a_class[n, c])
+            for k in range(tid, K, threads):
+                peak_s = max(peak_s, a_slot[n, k])
+            buf_c[tid], buf_s[tid] = peak_c, peak_s
+            cuda.syncthreads()
+            step = threads // 2
+            while step > 0:
+                if tid < step:
+                    buf_c[tid] = max(buf_c[tid], buf_c[tid + step])
+                    buf_s[tid] = max(buf_s[tid], buf_s[tid + step])
+                cuda.syncthreads()
+                step //= 2
+            peak_c, peak_s = buf_c[0], buf_s[0]
+            cuda.syncthreads()  # all have read the maxima before the buffers are reused
+
+            total_c, total_s = zero, zero
+            for c in range(tid, n_classes, threads):
+                total_c += math.exp(a_class[n, c] - peak_c)
+            for k in range(tid, K, threads):
+                total_s += math.exp(a_slot[n, k] - peak_s)
+            buf_c[tid], buf_s[tid] = total_c, total_s
+            cuda.syncthreads()
+            step = threads // 2
+            while step > 0:
+                if tid < step:
+                    buf_c[tid] += buf_c[tid + step]
+                    buf_s[tid] += buf_s[tid + step]
+                cuda.syncthreads()
+                step //= 2
+            if tid == 0:  # max - a[t] first: nearby large activations cancel exactly
+                out[n] = ((peak_c - a_class[n, classes[n]]) + math.log(buf_c[0])
+                          + ((peak_s - a_slot[n, slots[n]]) + math.log(buf_s[0])))
+            cuda.syncthreads()  # thread 0 has read the sums before the next row overwrites them
+
+    @launch.kernel
+    def nll_backward(g, a_class, a_slot, classes, slots, d_class, d_slot):
+        """``d_class[n] = g[n] * (softmax(a_class[n]) - onehot(c_t))``, and the same for slots.
+
+        Thread ``tid`` alone writes columns ``tid, tid + threads, ...`` of both rows.
+        """
+        buf_c = cuda.shared.array(threads, dtype=a_class.dtype)
+        buf_s = cuda.shared.array(threads, dtype=a_class.dtype)
+        tid = cuda.threadIdx.x
+        n_classes, K = a_class.shape[1], a_slot.shape[1]
+        zero = a_class.dtype.type(0)
+        for n in range(cuda.blockIdx.x, g.shape[0], cuda.gridDim.x):
+            peak_c, peak_s = a_class[n, 0], a_slot[n, 0]
+            for c in range(tid, n_classes, threads):
+                peak_c = max(peak_c, a_class[n, c])
+            for k in range(tid, K, threads):
+                peak_s = max(peak_s, a_slot[n, k])
+            buf_c[tid], buf_s[tid] = peak_c, peak_s
+            cuda.syncthreads()
+            step = threads // 2
+            while step > 0:
+                if tid < step:
+                    buf_c[tid] = max(buf_c[tid], buf_c[tid + step])
+                    buf_s[tid] = max(buf_s[tid], buf_s[tid + step])
+                cuda.syncthreads()
+                step //= 2
+            peak_c, peak_s = buf_c[0], buf_s[0]
+            cuda.syncthreads()
+
+            total_c, total_s = zero, zero
+            for c in range(tid, n_classes, threads):
+                total_c += math.exp(a_class[n, c] - peak_c)
+            for k in range(tid, K, threads):
+                total_s += math.exp(a_slot[n, k] - peak_s)
+            buf_c[tid], buf_s[tid] = total_c, total_s
+            cuda.syncthreads()
+            step = threads // 2
+            while step > 0:
+                if tid < step:
+                    buf_c[tid] += buf_c[tid + step]
+                    buf_s[tid] += buf_s[tid + step]
+                cuda.syncthreads()
+                step //= 2
+            scale_c, scale_s = g[n] / buf_c[0], g[n] / buf_s[0]
+            cuda.syncthreads()  # all have read the sums before the next row overwrites them
+
+            c_t, k_t = classes[n], slots[n]
+            for c in range(tid, n_classes, threads):
+                d_class[n, c] = scale_c * math.exp(a_class[n, c] - peak_c) - (
+                    g[n] if c == c_t else zero)
+            for k in range(tid, K, threads):
+                d_slot[n, k] = scale_s * math.exp(a_slot[n, k] - peak_s) - (
+                    g[n] if k == k_t else zero)
+
+    return nll_forward, nll_backward
+
+
+def _nll_launch(which, rows, a_class, a_slot, args, stream):
+    threads = launch.reduction_threads(max(a_class.shape[1], a_slot.shape[1]))
+    kernel = _nll_kernels(threads)[which]
+    kernel[launch.blocks_for(rows, per_block=1), threads, stream](*args)
+
+
+def nll_forward(a_class, a_slot, classes, slots, out, *, stream=0):
+    """Same contract as ``_cpu.hsoftmax.nll_forward``; all arguments are device arrays."""
+    if out.size:
+        _nll_launch(0, out.shape[0], a_class, a_slot, (a_class, a_slot, classes, slots, out),
+                    stream)
+
+
+def nll_backward(g, a_class, a_slot, classes, slots, d_class, d_slot, *, stream=0):
+    """Same contract as ``_cpu.hsoftmax.nll_backward``; all arguments are device arrays."""
+    if g.size:
+        _nll_launch(1, g.shape[0], a_class, a_slot,
+                    (g, a_class, a_slot, classes, slots, d_class, d_slot), stream)

@@ -34,6 +34,7 @@ def kernels(threads=128, tile=32):
         return types.Array(dt, ndim, "C")
 
     softmax_rows, softmax_grad_rows = softmax._kernels(threads)
+    nll_forward, nll_backward = hsoftmax._nll_kernels(threads)
     table = {
         "gemv_flat": (blocksparse._gemv_flat,
                       lambda t: (a(t, 3), a(t, 4), a(t, 3), i2, i2)),
@@ -57,6 +58,9 @@ def kernels(threads=128, tile=32):
                           lambda t: (a(t, 2), a(t, 2), a(t, 3), a(t, 2), a(t, 3))),
         "target_backward": (hsoftmax._target_backward,
                             lambda t: (a(t, 1), a(t, 2), a(t, 2), i1, i1, a(t, 2), a(t, 2))),
+        "nll_forward": (nll_forward, lambda t: (a(t, 2), a(t, 2), i1, i1, a(t, 1))),
+        "nll_backward": (nll_backward,
+                         lambda t: (a(t, 1), a(t, 2), a(t, 2), i1, i1, a(t, 2), a(t, 2))),
     }
     return {name: (kernel.py_func, argtypes) for name, (kernel, argtypes) in table.items()}
 
