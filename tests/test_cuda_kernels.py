@@ -292,6 +292,21 @@ def test_full_forward_matches_cpu(rng, case, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", HSOFTMAX_CASES, ids=str)
+def test_full_dense_matches_cpu(rng, case, dtype):
+    batch, n_classes, K, n_outputs = case
+    a_class = rng.standard_normal((batch, n_classes)).astype(dtype)
+    b1 = rng.standard_normal(n_classes).astype(dtype)
+    a_slot = rng.standard_normal((n_classes, batch, K)).astype(dtype)
+    b2 = rng.standard_normal((n_classes, K)).astype(dtype)
+    out = np.full((batch, n_outputs), np.nan, dtype)
+    d_out = cuda.to_device(out)
+    hsoftmax.full_dense(*dev(a_class, b1, a_slot, b2), d_out)
+    _cpu.hsoftmax.full_dense(a_class.copy(), b1, a_slot.copy(), b2, out)  # the CPU kernel overwrites its inputs
+    close(d_out.copy_to_host(), out, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", HSOFTMAX_CASES, ids=str)
 def test_full_backward_matches_cpu(rng, case, dtype):
     batch, n_classes, K, n_outputs = case
     g = rng.standard_normal((batch, n_outputs)).astype(dtype)

@@ -8,6 +8,7 @@ kernels and ``target_backward`` are element-wise (one thread per output element)
 """
 
 import functools
+import math
 
 from numba import cuda
 
@@ -112,6 +113,40 @@ def _target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot):
 
 
 @launch.kernel
+def _full_dense(a_class, b1, a_slot, b2, out):
+    """Full-mode ``h_softmax`` from the two products; one thread per ``(n, c)``.
+
+    Thread ``(n, c)`` alone writes ``out[n, c * K:(c + 1) * K]`` (truncated to
+    ``n_outputs``). It recomputes row ``n``'s class softmax (``n_classes`` terms)
+    and its class's slot softmax; ``a_class`` and ``a_slot`` are only read.
+    """
+    batch, n_outputs = out.shape
+    n_classes, K = b2.shape
+    zero = out.dtype.type(0)
+    for t in range(cuda.grid(1), batch * n_classes, cuda.gridsize(1)):
+        n, c = t // n_classes, t % n_classes
+        width = min(K, n_outputs - c * K)
+        if width <= 0:
+            continue
+        peak = a_class[n, 0] + b1[0]
+        for j in range(1, n_classes):
+            peak = max(peak, a_class[n, j] + b1[j])
+        total = zero
+        for j in range(n_classes):
+            total += math.exp(a_class[n, j] + b1[j] - peak)
+        p_class = math.exp(a_class[n, c] + b1[c] - peak) / total
+        slot_peak = a_slot[c, n, 0] + b2[c, 0]
+        for k in range(1, K):
+            slot_peak = max(slot_peak, a_slot[c, n, k] + b2[c, k])
+        slot_total = zero
+        for k in range(K):
+            slot_total += math.exp(a_slot[c, n, k] + b2[c, k] - slot_peak)
+        scale = p_class / slot_total
+        for k in range(width):
+            out[n, c * K + k] = scale * math.exp(a_slot[c, n, k] + b2[c, k] - slot_peak)
+
+
+@launch.kernel
 def _split_target(target, K, classes, slots):
     """``classes = target // K``, ``slots = target % K``; thread ``n`` alone writes row ``n``."""
     for n in range(cuda.grid(1), target.shape[0], cuda.gridsize(1)):
@@ -132,6 +167,14 @@ def full_forward(p_class, p_slot, out, *, stream=0):
     if out.size == 0:
         return
     _full_forward[launch.blocks_for(out.size), launch.threads(), stream](p_class, p_slot, out)
+
+
+def full_dense(a_class, b1, a_slot, b2, out, *, stream=0):
+    """Same contract as ``_cpu.hsoftmax.full_dense``; all arguments are device arrays."""
+    n = out.shape[0] * b2.shape[0]
+    if out.size == 0 or n == 0:
+        return
+    _full_dense[launch.blocks_for(n), launch.threads(), stream](a_class, b1, a_slot, b2, out)
 
 
 def target_forward(p_class, p_slot, classes, slots, out, *, stream=0):

@@ -51,6 +51,8 @@ def kernels(threads=128, tile=32):
         "softmax_rows": (softmax_rows, lambda t: (a(t, 2), a(t, 2))),
         "softmax_grad_rows": (softmax_grad_rows, lambda t: (a(t, 2), a(t, 2), a(t, 2))),
         "full_forward": (hsoftmax._full_forward, lambda t: (a(t, 2), a(t, 3), a(t, 2))),
+        "full_dense": (hsoftmax._full_dense,
+                       lambda t: (a(t, 2), a(t, 1), a(t, 3), a(t, 2), a(t, 2))),
         "target_forward": (hsoftmax._target_forward,
                            lambda t: (a(t, 2), a(t, 2), i1, i1, a(t, 1))),
         "full_backward": (hsoftmax._full_backward(threads),
