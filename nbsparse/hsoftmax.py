@@ -256,6 +256,8 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
                           deterministic=deterministic)
     kernels = backend.kernels.hsoftmax
     g = backend.floats(p.dtype, grad_output)
+    if target is None and backend.name == "cpu":
+        return _dense_full_grad(p, kernels, g, x, W1, b1, W2)
     p_class, p_slot = p.class_probs(), p.slot_probs()
     d_class = backend.empty(p_class.shape, p.dtype)
     d_slot = backend.empty(p_slot.shape, p.dtype)
@@ -277,3 +279,20 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
         dx.reshape(x.shape), dW1.reshape(W1.shape), db1.reshape(b1.shape),
         dW2.reshape(W2.shape), db2,
     )))
+
+
+def _dense_full_grad(p, kernels, g, x, W1, b1, W2):
+    """``h_softmax_grad`` in full mode on the host: BLAS products around one fused kernel."""
+    a_class, a_slot = p.dense_products()
+    d_class = np.empty(a_class.shape, p.dtype)
+    d_slot = np.empty(a_slot.shape, p.dtype)  # (C, batch, K)
+    kernels.full_dense_backward(g, a_class, p.b1.reshape(-1), a_slot, p.b2, d_class, d_slot)
+    xs = p.h.reshape(p.batch, p.n_in)
+    W1s = p.W1.reshape(p.n_in, p.n_classes)
+    W2s = p.W2.reshape(p.n_classes, p.n_in, p.K)
+    dx = d_class @ W1s.T
+    for c in range(p.n_classes):  # one GEMM per class: no (C, batch, n_in) temporary
+        dx += d_slot[c] @ W2s[c].T
+    return HSoftmaxGrad(dx.reshape(x.shape), (xs.T @ d_class).reshape(W1.shape),
+                        d_class.sum(axis=0).reshape(b1.shape), np.matmul(xs.T, d_slot).reshape(W2.shape),
+                        d_slot.sum(axis=1))

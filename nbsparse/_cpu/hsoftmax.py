@@ -195,3 +195,40 @@ def full_dense(a_class, b1, a_slot, b2, out):
             row = out[n, c * K:c * K + width]
             for k in range(width):
                 row[k] = scale * p_slot[k]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def full_dense_backward(g, a_class, b1, a_slot, b2, d_class, d_slot):
+    """In place: the softmax-input gradients of both levels, full mode, from the products.
+
+    ``a_class``/``a_slot`` as for ``full_dense`` (overwritten); ``g`` is
+    ``(batch, n_outputs)``. Writes ``d_class`` ``(batch, n_classes)`` and ``d_slot``
+    ``(n_classes, batch, K)`` (the layout of ``a_slot``, so the weight gradients
+    are ``np.matmul(x.T, d_slot)``). Serial, as ``full_dense``.
+    """
+    batch, n_outputs = g.shape
+    n_classes, K = b2.shape
+    p_class = np.empty(n_classes, g.dtype)
+    class_bits, mantissa, bias = _exp_scratch(p_class)
+    slot_bits, mantissa, bias = _exp_scratch(np.empty(K, g.dtype))
+    zero = g.dtype.type(0)
+    for n in range(batch):
+        _softmax_into(a_class[n], b1, p_class, class_bits, mantissa, bias)
+        class_dot = zero
+        for c in range(n_classes):
+            p_slot = d_slot[c, n]  # the slot probabilities first, then their gradient
+            _softmax_into(a_slot[c, n], b2[c], p_slot, slot_bits, mantissa, bias)
+            width = max(0, min(K, n_outputs - c * K))
+            upstream = g[n, c * K:c * K + width]
+            g_class = zero  # d out / d p_class[c] = sum_k g * p_slot
+            for k in range(width):
+                g_class += upstream[k] * p_slot[k]
+            d_class[n, c] = g_class
+            class_dot += g_class * p_class[c]
+            slot_dot = g_class * p_class[c]  # sum_k (g * p_class) * p_slot
+            for k in range(width):
+                p_slot[k] = p_slot[k] * (upstream[k] * p_class[c] - slot_dot)
+            for k in range(width, K):  # truncated columns: no upstream gradient
+                p_slot[k] = -p_slot[k] * slot_dot
+        for c in range(n_classes):
+            d_class[n, c] = p_class[c] * (d_class[n, c] - class_dot)
