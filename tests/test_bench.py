@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nbsparse import bench
-from nbsparse.bench import cases, workloads
+from nbsparse.bench import cases, summary, workloads
 
 
 def test_quick_run_checks_every_op_and_peer_and_reports_each_case():
@@ -36,6 +36,10 @@ def test_cli_writes_json(tmp_path, capsys):
     data = json.loads(path.read_text())
     assert [(r["op"], r["workload"], r["dtype"]) for r in data["results"]] == [("dot", "tiny_blocks", "float32")]
     assert "tiny_blocks" in capsys.readouterr().out
+
+    lines = summary.table([path, path], before=[path])
+    assert lines[0].startswith("| op |") and len(lines) == 3
+    assert lines[2].startswith("| dot | tiny_blocks | float32 |") and lines[2].endswith("| 1.00 |")
 
 
 def test_a_wrong_result_fails_the_check():
