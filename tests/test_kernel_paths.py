@@ -66,3 +66,13 @@ def test_results_are_bitwise_identical_run_to_run_and_for_any_thread_count(case)
     for run in (_all_results(a), single):
         for x, y in zip(first, run):
             np.testing.assert_array_equal(x, y)
+
+
+def test_the_callers_parallel_chunksize_is_restored():
+    a = PATH_CASES[0].make(np.float64)
+    old = numba.set_parallel_chunksize(7)
+    try:
+        nbs.sparse_block_dot_grad(*a.dot_grad())
+        assert numba.get_parallel_chunksize() == 7
+    finally:
+        numba.set_parallel_chunksize(old)

@@ -39,20 +39,24 @@ MIN_TERMS_PER_BLOCK = 2
 
 @intrinsic
 def _set_chunksize(typingctx, n):
-    """``numba.set_parallel_chunksize(n)`` for the next ``prange``, cacheable.
+    """``numba.set_parallel_chunksize(n)`` for the next ``prange``, cacheable; returns the old size.
 
     Numba's own overload (and ``with parallel_chunksize``) calls through ctypes,
     which makes the calling kernel uncachable; this calls the same C symbol of the
     threading layer directly, as Numba's parfor lowering does.
     """
     def codegen(context, builder, signature, args):
+        # Declared as Numba's parfor lowering declares them (one module may hold both).
         size_t = context.get_value_type(types.uintp)
-        fn = cgutils.get_or_insert_function(
+        get = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(size_t, []), name="get_parallel_chunksize")
+        put = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [size_t]), name="set_parallel_chunksize")
-        builder.call(fn, [context.cast(builder, args[0], signature.args[0], types.uintp)])
-        return context.get_dummy_value()
+        old = builder.call(get, [])
+        builder.call(put, [context.cast(builder, args[0], signature.args[0], types.uintp)])
+        return old
 
-    return types.none(n), codegen
+    return types.uintp(n), codegen
 
 
 @njit(cache=True)
@@ -214,7 +218,7 @@ def gemv(o, W, h, input_idx, output_idx):
         return
     order, starts = _buckets(output_idx, W.shape[1])
     units = _row_units(starts, batch * o_win)
-    _set_chunksize(1)  # dynamic schedule: uneven units, cores shared with other work
+    caller_chunksize = _set_chunksize(1)  # dynamic schedule: uneven units, shared cores
     for u in prange(units.shape[0]):
         rows = order[units[u, 0]:units[u, 1]]
         q = output_idx.ravel()[rows[0]]
@@ -243,7 +247,7 @@ def gemv(o, W, h, input_idx, output_idx):
             for n in range(s, e):
                 t = terms[n, 0]
                 _gemv_one(o[t // o_win, t % o_win], h[t // o_win, terms[n, 1]], block)
-    _set_chunksize(0)
+    _set_chunksize(caller_chunksize)
 
 
 @njit(parallel=True, cache=True)
@@ -304,7 +308,7 @@ def outer(o, x, y, x_idx, y_idx, alpha):
         if starts[q + 1] > starts[q]:
             busy[n] = q
             n += 1
-    _set_chunksize(1)  # dynamic schedule: uneven units, cores shared with other work
+    caller_chunksize = _set_chunksize(1)  # dynamic schedule: uneven units, shared cores
     for u in prange(n_busy * n_slices):
         q = busy[u // n_slices]
         r0 = (u % n_slices) * slice_rows
@@ -336,7 +340,7 @@ def outer(o, x, y, x_idx, y_idx, alpha):
             for m in range(s, e):
                 t = terms[m, 0]
                 _outer_one(block, r0, r1, x[t // y_win, terms[m, 1]], y[t // y_win, t % y_win], alpha)
-    _set_chunksize(0)
+    _set_chunksize(caller_chunksize)
 
 
 # --------------------------------------------------------------------------- gradients
@@ -411,7 +415,7 @@ def grad_h(dh, W, g, input_idx, output_idx):
         fixed = input_idx.ravel()
         varying, n_varying, key_of = output_idx, o_blocks, i_win
     units = _row_units(starts, batch * i_win)
-    _set_chunksize(1)  # dynamic schedule: uneven units, cores shared with other work
+    caller_chunksize = _set_chunksize(1)  # dynamic schedule: uneven units, shared cores
     for u in prange(units.shape[0]):
         rows = order[units[u, 0]:units[u, 1]]
         f = fixed[rows[0]]
@@ -440,7 +444,7 @@ def grad_h(dh, W, g, input_idx, output_idx):
                 t = terms[n, 0]
                 j = 0 if o_win == 1 else terms[n, 1]
                 _grad_h_one(dh[t // i_win, t % i_win], block, g[t // i_win, j])
-    _set_chunksize(0)
+    _set_chunksize(caller_chunksize)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -458,7 +462,7 @@ def bias_grad(db, g, output_idx):
     n_slices = min(o_size, max(1, MIN_UNITS // n_blocks))
     width = (o_size + n_slices - 1) // n_slices
     n_slices = (o_size + width - 1) // width
-    _set_chunksize(1)  # dynamic schedule: uneven units, cores shared with other work
+    caller_chunksize = _set_chunksize(1)  # dynamic schedule: uneven units, shared cores
     for u in prange(n_blocks * n_slices):
         q = u // n_slices
         k0 = (u % n_slices) * width
@@ -469,4 +473,4 @@ def bias_grad(db, g, output_idx):
             src = g[t // o_win, t % o_win]
             for k in range(k0, k1):
                 row[k] += src[k]
-    _set_chunksize(0)
+    _set_chunksize(caller_chunksize)
