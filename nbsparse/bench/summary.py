@@ -32,7 +32,7 @@ def table(paths, before=()):
     """Markdown table lines: per case, the medians over the runs in ``paths``."""
     now, then = _load(paths), _load(before) if before else {}
     head = ("| op | workload | dtype | ms | speed-up over best peer (spread) | best peer | x Theano "
-            "| x roofline | x dense GEMM |" + (" before ms | gain |" if then else ""))
+            "| x roofline | x dense GEMM |" + (" before ms | before speed-up | gain |" if then else ""))
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for key, rows in now.items():
         ms = _med(rows, "ours_ms")[0]
@@ -43,7 +43,8 @@ def table(paths, before=()):
                 f"| {_med(rows, 'x_dense_gemm')[0]:.2f} |")
         if then:
             old = _med(then.get(key, []), "ours_ms")[0]
-            line += f" {_fmt(old, '.2f')} | {_fmt(old / ms if old else None, '.2f')} |"
+            old_speedup = _med(then.get(key, []), "speedup_best_peer")[0]
+            line += f" {_fmt(old, '.2f')} | {_fmt(old_speedup, '.2f')} | {_fmt(old / ms if old else None, '.2f')} |"
         lines.append(line)
     return lines
 
