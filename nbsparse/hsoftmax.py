@@ -63,6 +63,18 @@ class _Problem:
         act = self.slot_activations()
         return self._softmax(act.reshape(-1, self.K)).reshape(act.shape)
 
+    def dense_products(self):
+        """Host, full mode: ``(x @ W1, x @ W2)`` by NumPy's BLAS, ``(batch, C)`` and ``(C, batch, K)``.
+
+        Every class block meets every row, so these are dense GEMMs: BLAS runs them
+        about 5x faster than the block-sparse kernels, and ``np.matmul`` reads ``W2``
+        in place (no transposed copy, unlike ``tensordot``).
+        """
+        x = self.h.reshape(self.batch, self.n_in)
+        with np.errstate(all="ignore"):  # NaN and inf propagate, as in the kernels: no warning
+            return (x @ self.W1.reshape(self.n_in, self.n_classes),
+                    np.matmul(x, self.W2.reshape(self.n_classes, self.n_in, self.K)))
+
     def _softmax(self, rows):
         out = self.backend.empty(rows.shape, self.dtype)
         softmax_rows(self.backend, rows, out)
@@ -217,6 +229,11 @@ def h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, 
     backend, p = _prepare(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                           W1, b1, W2, b2, target)
     kernels = backend.kernels.hsoftmax
+    if target is None and backend.name == "cpu":
+        out = backend.empty((p.batch, p.n_outputs), p.dtype)
+        a_class, a_slot = p.dense_products()
+        kernels.full_dense(a_class, p.b1.reshape(-1), a_slot, p.b2, out)
+        return backend.wrap(out)
     p_class, p_slot = p.class_probs(), p.slot_probs()
     if target is None:
         out = backend.empty((p.batch, p.n_outputs), p.dtype)
@@ -285,6 +302,8 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
                           deterministic=deterministic)
     kernels = backend.kernels.hsoftmax
     g = backend.floats(p.dtype, grad_output)
+    if target is None and backend.name == "cpu":
+        return _dense_full_grad(p, kernels, g, x, W1, b1, W2)
     p_class, p_slot = p.class_probs(), p.slot_probs()
     d_class = backend.empty(p_class.shape, p.dtype)
     d_slot = backend.empty(p_slot.shape, p.dtype)
@@ -469,3 +488,21 @@ def h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outpu
     backend.kernels.hsoftmax.nll_backward(g, a_class, a_slot, p.classes, p.slots,
                                           d_class, d_slot)
     return _backward_through_products(backend, p, d_class, d_slot, x, W1, b1, W2)
+
+
+def _dense_full_grad(p, kernels, g, x, W1, b1, W2):
+    """``h_softmax_grad`` in full mode on the host: BLAS products around one fused kernel."""
+    a_class, a_slot = p.dense_products()
+    d_class = np.empty(a_class.shape, p.dtype)
+    d_slot = np.empty(a_slot.shape, p.dtype)  # (C, batch, K)
+    kernels.full_dense_backward(g, a_class, p.b1.reshape(-1), a_slot, p.b2, d_class, d_slot)
+    xs = p.h.reshape(p.batch, p.n_in)
+    W1s = p.W1.reshape(p.n_in, p.n_classes)
+    W2s = p.W2.reshape(p.n_classes, p.n_in, p.K)
+    with np.errstate(all="ignore"):  # NaN and inf propagate, as in the kernels: no warning
+        dx = d_class @ W1s.T
+        for c in range(p.n_classes):  # one GEMM per class: no (C, batch, n_in) temporary
+            dx += d_slot[c] @ W2s[c].T
+        return HSoftmaxGrad(dx.reshape(x.shape), (xs.T @ d_class).reshape(W1.shape),
+                            d_class.sum(axis=0).reshape(b1.shape),
+                            np.matmul(xs.T, d_slot).reshape(W2.shape), d_slot.sum(axis=1))

@@ -94,12 +94,7 @@ def test_non_inplace_calls_with_aliased_inputs_read_them_only(rng):
     assert memory.tobytes() == before.tobytes()
 
 
-# --------------------------------------------------------------------------- a kernel bug, pinned
-TRUNCATED_CLASS_BUG = (
-    "kernel bug: full_backward (nbsparse/_cpu/hsoftmax.py and _cuda/hsoftmax.py) sums the class "
-    "gradient over the kept slots only, so NaN/inf in a class wholly past n_outputs never reaches "
-    "the W1/b1 gradients; the oracle (and Theano) multiply it by the zero upstream gradient: NaN"
-)
+# --------------------------------------------------------------------------- NaN past the truncation
 
 
 def truncated_class_problem():
@@ -121,8 +116,9 @@ def test_truncated_class_inf_does_not_reach_the_forward_result():
     np.testing.assert_allclose(result, expected, rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason=TRUNCATED_CLASS_BUG)
 def test_truncated_class_nan_reaches_the_class_gradient():
+    """NaN in the W2/b2 block of a class wholly past n_outputs reaches every gradient the
+    oracle's does (0 * NaN): the kernels sum the class gradient over the truncated slots too."""
     g, args = truncated_class_problem()
     with np.errstate(all="ignore"):
         expected = _reference.h_softmax_grad(g, *args)

@@ -28,7 +28,7 @@ from test_device import (  # noqa: F401  (autouse fixtures: the strict double, s
     small_blocks,
     strict_device_arrays,
 )
-from test_fuzz import TRUNCATED_CLASS_BUG, truncated_class_problem
+from test_fuzz import truncated_class_problem
 
 import nbsparse as nbs
 from nbsparse import _reference
@@ -101,7 +101,6 @@ def test_device_fuzz_against_the_reference(op, data):
     check_device_call(data.draw(calls(op), label="call"))
 
 
-@pytest.mark.xfail(strict=True, reason=TRUNCATED_CLASS_BUG)
 def test_truncated_class_nan_reaches_the_class_gradient_on_device():
     g, args = truncated_class_problem()
     with np.errstate(all="ignore"):

@@ -1,14 +1,18 @@
-"""asv benchmarks for nbsparse: run from ``asv_bench/`` with ``asv run --python=same``."""
+"""asv benchmarks for nbsparse: run from ``asv_bench/`` with ``asv run --python=same``.
 
-import numpy as np
+The cases come from ``nbsparse.bench`` at its reduced (``--quick``) sizes: the same
+workloads, NumPy peers and dense-GEMM yardstick as ``python -m nbsparse.bench``,
+small enough for asv's many repeats. The full-size, one-run comparison is
+``python -m nbsparse.bench``.
+"""
+
+from nbsparse.bench import cases
+
+DTYPES = ["float32", "float64"]
 
 
-def block_problem(dtype, batch, i_win, o_win, i_blocks, o_blocks, i_size, o_size, seed=0):
-    """Seeded arguments of ``sparse_block_dot``: ``(W, h, input_idx, b, output_idx)``."""
-    rng = np.random.default_rng(seed)
-    W = rng.standard_normal((i_blocks, o_blocks, i_size, o_size)).astype(dtype)
-    h = rng.standard_normal((batch, i_win, i_size)).astype(dtype)
-    b = rng.standard_normal((o_blocks, o_size)).astype(dtype)
-    input_idx = rng.integers(0, i_blocks, (batch, i_win))
-    output_idx = rng.integers(0, o_blocks, (batch, o_win))
-    return W, h, input_idx, b, output_idx
+def make_case(op, workload, dtype):
+    """The reduced-size ``nbsparse.bench`` case, with nbsparse compiled (or loaded from cache)."""
+    case = cases.make(op, workload, dtype, quick=True)
+    case.ours()  # compile outside the timing
+    return case

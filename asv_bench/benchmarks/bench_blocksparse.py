@@ -1,28 +1,53 @@
-"""Block-sparse products beside their NumPy reference (a starting point; the
-performance work extends it to the full workload table)."""
+"""Block-sparse products (forward, outer update, gradient) beside their NumPy peers."""
 
-import nbsparse as nbs
-from nbsparse import _reference
+from nbsparse.bench import workloads
 
-from . import block_problem
+from . import DTYPES, make_case
 
-CASES = {
-    # batch, iWin, oWin, iBlocks, oBlocks, iSize, oSize
-    "layer_small": (128, 4, 4, 16, 16, 64, 64),
-}
+WORKLOADS = list(workloads.BLOCK_WORKLOADS)
 
 
-class SparseBlockDot:
-    param_names = ["case", "dtype"]
-    params = [list(CASES), ["float32", "float64"]]
-    timeout = 120
+class _Op:
+    op = None
+    param_names = ["workload", "dtype"]
+    params = [WORKLOADS, DTYPES]
+    timeout = 300
 
-    def setup(self, case, dtype):
-        self.args = block_problem(dtype, *CASES[case])
-        nbs.sparse_block_dot(*self.args)  # compile outside the timing
+    def setup(self, workload, dtype):
+        self.case = make_case(self.op, workload, dtype)
 
-    def time_nbsparse(self, case, dtype):
-        nbs.sparse_block_dot(*self.args)
+    def time_nbsparse(self, workload, dtype):
+        self.case.ours()
 
-    def time_numpy_reference(self, case, dtype):
-        _reference.sparse_block_dot(*self.args)
+    def time_numpy_theano_loop(self, workload, dtype):
+        self.case.peers["theano_loop"]()
+
+    def time_numpy_grouped(self, workload, dtype):
+        self.case.peers["grouped"]()
+
+    def time_dense_gemm_same_flops(self, workload, dtype):
+        self.case.yardsticks["dense_gemm"]()
+
+
+class SparseBlockDot(_Op):
+    op = "dot"
+
+    def time_numpy_gather_matmul(self, workload, dtype):
+        self.case.peers["gather_matmul"]()
+
+
+class SparseBlockOuter(_Op):
+    op = "outer"
+
+    def time_numpy_add_at(self, workload, dtype):
+        self.case.peers["add_at"]()
+
+
+class SparseBlockDotGrad(_Op):
+    op = "dot_grad"
+
+    def peakmem_nbsparse(self, workload, dtype):
+        self.case.ours()
+
+    def peakmem_numpy_grouped(self, workload, dtype):
+        self.case.peers["grouped"]()

@@ -1,0 +1,114 @@
+"""``python -m nbsparse.bench``: nbsparse beside its peers, in one process and one run.
+
+For each op and workload (``workloads``), the benchmark builds a case
+(``cases``), computes the reference result once, checks nbsparse and every peer
+against it (that call is also the warm-up), then times each ``repeat`` times
+with a pause between implementations and reports medians. The machine's read
+bandwidth and GEMM peak are measured in the same run, for the roofline
+(``max(FLOPs / peak, minimum bytes / bandwidth)``) and dense-GEMM ratios.
+"""
+
+import gc
+import json
+import time
+
+from . import cases, machine, report, timing, workloads
+
+DTYPES = ("float32", "float64")
+
+
+def run_case(case, bandwidth, peak, repeat=5, pause=timing.PAUSE_S):
+    """Check and time one case; return its summary dict (see ``report.summarise``)."""
+    expected = case.expected()
+
+    def checked_call(name, func):
+        time.sleep(pause)
+        if case.reset is not None:
+            case.reset()
+        start = time.perf_counter()
+        got = func()
+        elapsed = time.perf_counter() - start
+        cases.check(name, case.result() if case.result is not None else got, expected, case.dtype)
+        return elapsed
+
+    first_call = checked_call("nbsparse", case.ours)
+    timings = {"ours": timing.time_calls(case.ours, repeat, pause), "peers": {}, "yardsticks": {}}
+    for name, func in case.peers.items():
+        checked_call(name, func)
+        timings["peers"][name] = timing.time_calls(func, repeat, pause)
+    for name, func in case.yardsticks.items():
+        func()
+        timings["yardsticks"][name] = timing.time_calls(func, repeat, pause)
+    return report.summarise(case, timings, first_call, bandwidth, peak)
+
+
+def run(ops=cases.OPS, names=tuple(workloads.WORKLOADS), dtypes=DTYPES, quick=False, repeat=5,
+        pause=timing.PAUSE_S, print=print):
+    """Run every applicable (op, workload, dtype) case; return the results as a JSON-ready dict.
+
+    Raises ``cases.CheckError`` if any implementation disagrees with the reference.
+    """
+    info = machine.describe()
+    gemm_n = 512 if quick else 2048
+    bandwidth = machine.read_bandwidth()
+    peaks = {dtype: machine.gemm_peak(dtype, n=gemm_n) for dtype in dtypes}
+    info["threading_layer"] = machine._threading_layer()
+    print(f"nbsparse.bench: {info['processor']}, numba {info['numba']} ({info['numba_threads']} threads, "
+          f"{info['threading_layer']}), numpy {info['numpy']}{', quick sizes' if quick else ''}")
+    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s; GEMM peak "
+          + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items()))
+    print(report.HEADER)
+    results = []
+    for dtype in dtypes:
+        for op in ops:
+            for name in names:
+                case = cases.make(op, name, dtype, quick)
+                if case is None:
+                    continue
+                results.append(run_case(case, bandwidth, peaks[dtype], repeat, pause))
+                print(report.row(results[-1]))
+                del case
+                gc.collect()
+    # Measured again at the end: on a shared machine either measurement can be low,
+    # and a low bound flatters the roofline ratios. The ratios use the best of both.
+    end_bandwidth = machine.read_bandwidth()
+    end_peaks = {dtype: machine.gemm_peak(dtype, n=gemm_n) for dtype in dtypes}
+    if end_bandwidth > bandwidth or any(end_peaks[d] > peaks[d] for d in dtypes):
+        bandwidth = max(bandwidth, end_bandwidth)
+        peaks = {d: max(peaks[d], end_peaks[d]) for d in dtypes}
+        for r in results:
+            report.rebound(r, bandwidth, peaks[r["dtype"]])
+        print(f"best of start and end: read bandwidth {bandwidth / 1e9:.1f} GB/s; GEMM peak "
+              + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items()) + " (x roofline recomputed)")
+    for op, name, dtype, ratio in report.gradient_ratios(results):
+        print(f"{op} {name} {dtype}: {ratio:.2f}x its forward")
+    return {"machine": info, "read_bandwidth": bandwidth, "gemm_peak": peaks, "quick": quick,
+            "repeat": repeat, "pause_s": pause, "results": results}
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m nbsparse.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--op", action="append", choices=cases.OPS,
+                        help="op to run (repeat the option for several; default: all)")
+    parser.add_argument("--workload", action="append", choices=list(workloads.WORKLOADS),
+                        help="workload to run (repeatable; default: all that fit the ops)")
+    parser.add_argument("--dtype", action="append", choices=DTYPES, help="float dtype (repeatable; default: both)")
+    parser.add_argument("--quick", action="store_true", help="reduced sizes: a smoke run of a few seconds")
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per implementation (default 5)")
+    parser.add_argument("--json", metavar="PATH", help="also write every sample and ratio to PATH")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    try:
+        out = run(ops=tuple(args.op or cases.OPS), names=tuple(args.workload or workloads.WORKLOADS),
+                  dtypes=tuple(args.dtype or DTYPES), quick=args.quick, repeat=args.repeat,
+                  pause=0.05 if args.quick else timing.PAUSE_S)
+    except cases.CheckError as err:
+        print(f"CHECK FAILED: {err}")
+        return 1
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0

@@ -1,0 +1,78 @@
+"""Each code path of the CPU block-sparse kernels against the oracle, and their determinism.
+
+The kernels choose a path by the number of terms per weight block: a direct
+per-row loop when blocks are rarely reused, buckets of rows sub-grouped by block
+(4 terms sharing each block load, then a remainder) when they are, a bucketing
+by output block when ``oWin == 1`` (``grad_h``), and row slices when there are
+few buckets. These cases are sized to land on each path.
+"""
+
+import numba
+import numpy as np
+import pytest
+from cases import ProductCase
+from helpers import FLOAT_DTYPES, assert_matches
+
+import nbsparse as nbs
+from nbsparse import _reference
+
+PATH_CASES = [
+    # many terms per block, sizes that leave remainders (33 rows: r tail; 40 >= 32: unrolled loops)
+    ProductCase("reused_blocks", batch=64, i_blocks=2, o_blocks=3, i_size=33, o_size=40, i_win=3, o_win=2,
+                seed=31),
+    # the same block twice in a row: one output row twice within a group of 4
+    ProductCase("reused_duplicates", batch=48, i_blocks=2, o_blocks=2, i_size=9, o_size=35, i_win=3,
+                o_win=3, indices="duplicates", seed=32),
+    # oWin == 1: grad_h buckets rows by output block
+    ProductCase("owin_1_reused", batch=80, i_blocks=3, o_blocks=4, i_size=17, o_size=33, i_win=2, o_win=1,
+                seed=33),
+    # a single bucket, cut into row slices (and outer into block-row slices)
+    ProductCase("one_bucket", batch=200, i_blocks=1, o_blocks=1, i_size=5, o_size=6, i_win=1, o_win=1,
+                seed=34),
+    # blocks rarely reused: the direct per-row loops
+    ProductCase("rarely_reused", batch=16, i_blocks=40, o_blocks=50, i_size=8, o_size=8, i_win=4, o_win=4,
+                seed=35),
+]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("case", PATH_CASES, ids=str)
+def test_every_op_matches_reference(case, dtype):
+    a = case.make(dtype)
+    assert_matches(nbs.sparse_block_gemv(*a.gemv()), _reference.sparse_block_gemv(*a.gemv()), dtype)
+    assert_matches(nbs.sparse_block_dot(*a.dot()), _reference.sparse_block_dot(*a.dot()), dtype)
+    assert_matches(nbs.sparse_block_outer(*a.outer(), alpha=0.75),
+                   _reference.sparse_block_outer(*a.outer(), alpha=0.75), dtype)
+    got, want = nbs.sparse_block_dot_grad(*a.dot_grad()), _reference.sparse_block_dot_grad(*a.dot_grad())
+    for name in got._fields:
+        assert_matches(getattr(got, name), getattr(want, name), dtype)
+
+
+def _all_results(a):
+    grads = nbs.sparse_block_dot_grad(*a.dot_grad())
+    return [nbs.sparse_block_dot(*a.dot()), nbs.sparse_block_outer(*a.outer()), *grads]
+
+
+@pytest.mark.parametrize("case", PATH_CASES, ids=str)
+def test_results_are_bitwise_identical_run_to_run_and_for_any_thread_count(case):
+    a = case.make(np.float32)
+    first = _all_results(a)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = _all_results(a)
+    finally:
+        numba.set_num_threads(threads)
+    for run in (_all_results(a), single):
+        for x, y in zip(first, run):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_the_callers_parallel_chunksize_is_restored():
+    a = PATH_CASES[0].make(np.float64)
+    old = numba.set_parallel_chunksize(7)
+    try:
+        nbs.sparse_block_dot_grad(*a.dot_grad())
+        assert numba.get_parallel_chunksize() == 7
+    finally:
+        numba.set_parallel_chunksize(old)
