@@ -1,8 +1,6 @@
 """``python -m nbsparse demo``: the corpus pipeline, the model's gradients, a short training run, the CLI.
 
-The training runs go through the real command line in a child process: the demo
-sets ``OMP_WAIT_POLICY`` for Numba's threads, which only counts before a process's
-first parallel kernel (this pytest process has run many), and the child also
+The training runs go through the real command line in a child process, which also
 checks the console entry point end to end.
 """
 
@@ -200,7 +198,6 @@ def test_corpus_option_reads_any_utf8_file(tmp_path):
 # --------------------------------------------------------------------------- CLI errors
 def _main_exit(argv, capsys, monkeypatch):
     """``main(argv)`` in this process: (exit status, stdout, stderr)."""
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # main sets it; restored after the test
     status = main(argv)
     captured = capsys.readouterr()
     return status, captured.out, captured.err

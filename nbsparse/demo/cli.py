@@ -2,7 +2,6 @@
 
 import contextlib
 import importlib.util
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -101,8 +100,9 @@ def blas_one_thread():
     The model alternates small NumPy matmuls (OpenBLAS threads) and nbsparse kernels
     (Numba's OpenMP threads), and both pools busy-wait after their work: on 2 cores
     they steal each other's cores, and a training step was 5-30x slower than with
-    one BLAS thread (and sleeping OpenMP workers, see :func:`main`), measured on a
-    2-core VM shared with other jobs, for both output layers.
+    one BLAS thread, measured on a 2-core VM shared with other jobs, for both output
+    layers. (Sleeping OpenMP workers, ``OMP_WAIT_POLICY=PASSIVE``, are no cure: the
+    dynamically scheduled kernels then wake them per work unit, about 20x slower.)
     """
     import numba
 
@@ -176,10 +176,6 @@ def run(cfg, out=print):
 
 def main(args):
     """The ``demo`` command; returns the exit status."""
-    # Numba's OpenMP workers sleep between kernels instead of spinning for cores that
-    # NumPy's BLAS needs (see blas_one_thread). Read when Numba starts its threads, so
-    # set here, before the first kernel of a ``python -m nbsparse demo`` process.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         run(config_from(args), out=lambda line: print(line, flush=True))
     except Unavailable as e:
