@@ -25,6 +25,7 @@ from . import _validate as v
 from . import blocksparse, hsoftmax
 from ._dask_graph import ROWS, Call, check_kinds, common_chunks, single_chunk
 from ._results import HSoftmaxGrad, SparseBlockDotGrad
+from .softmax import check_softmax_grad
 from .softmax import softmax as _public_softmax  # the package attribute `softmax` is the function
 from .softmax import softmax_grad as _public_softmax_grad
 
@@ -108,11 +109,7 @@ def softmax(x, axis=-1):
 def softmax_grad(grad_output, y, axis=-1):
     """:func:`nbsparse.softmax_grad` on Dask arrays, chunked along any axis but ``axis``."""
     meta = check_kinds(grad_output=grad_output, y=y)
-    v.check_float("grad_output", grad_output)
-    v.check_float("y", y)
-    v.check_shape("grad_output", grad_output, y.shape, "the shape of y")
-    axis = v.check_axis(axis, y.ndim)
-    dtype = np.result_type(grad_output.dtype, y.dtype)
+    axis, dtype = check_softmax_grad(grad_output, y, axis)
     arrays = {"grad_output": grad_output, "y": y}
     lazy = {name: a for name, a in arrays.items() if isinstance(a, da.Array)}
     for name, a in lazy.items():

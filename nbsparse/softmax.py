@@ -75,6 +75,18 @@ def softmax(x, axis=-1):
     return backend.wrap(_from_rows(backend, out, moved_shape, axis))
 
 
+def check_softmax_grad(grad_output, y, axis):
+    """Check dtypes, shapes and ``axis``; return ``(axis in [0, ndim), result dtype)``.
+
+    Reads only ``dtype``, ``ndim`` and ``shape``, so Dask arrays are checked by the
+    same code before any graph is built.
+    """
+    v.check_float("grad_output", grad_output)
+    v.check_float("y", y)
+    v.check_shape("grad_output", grad_output, y.shape, "the shape of y")
+    return v.check_axis(axis, y.ndim), np.result_type(grad_output.dtype, y.dtype)
+
+
 def softmax_grad(grad_output, y, axis=-1):
     """Gradient of a softmax with respect to its input, from its output ``y``.
 
@@ -117,11 +129,7 @@ def softmax_grad(grad_output, y, axis=-1):
     if (lazy := dask_module(grad_output, y)) is not None:
         return lazy.softmax_grad(grad_output, y, axis)
     backend = select(grad_output=grad_output, y=y)
-    v.check_float("grad_output", grad_output)
-    v.check_float("y", y)
-    v.check_shape("grad_output", grad_output, y.shape, "the shape of y")
-    axis = v.check_axis(axis, y.ndim)
-    dtype = np.result_type(grad_output.dtype, y.dtype)
+    axis, dtype = check_softmax_grad(grad_output, y, axis)
     g_rows, moved_shape = _as_rows(backend, dtype, grad_output, axis)
     y_rows, _ = _as_rows(backend, dtype, y, axis)
     out = backend.empty(y_rows.shape, dtype)
