@@ -21,15 +21,18 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from numba.np.ufunc.parallel import _launch_threads
 
 # Every fast-math flag except nnan/ninf: with those, NaN and inf would stop
 # propagating (Numba folds ``v != v`` away); "reassoc" lets the reductions vectorise.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
-# Work units to aim for when buckets are few (one bucket in h_softmax's class
-# level): enough for the dynamic schedule to even out up to ~16 cores. A
-# constant, not numba.get_num_threads(): calling that makes a kernel uncachable.
-MIN_UNITS = 64
+# Work units to aim for per thread when buckets are few (one bucket in
+# h_softmax's class level): enough for the dynamic schedule to even out uneven
+# units and a core taken by another process. More units cost reuse: two row
+# slices of one bucket each read its weight blocks (big_blocks float32: 3.6 ms
+# with 8 units a thread, 5.7 ms with 32).
+UNITS_PER_THREAD = 8
 
 # Sub-group a unit's terms by weight block only when there are at least this
 # many per block on average; below it, the second counting sort (O(blocks) per
@@ -59,6 +62,195 @@ def _set_chunksize(typingctx, n):
     return types.uintp(n), codegen
 
 
+# --------------------------------------------------------------------------- register tiles
+#
+# LLVM does not keep a GEMM tile's accumulators in registers when the kernel is
+# written in Python (every form tried either re-loads and stores the output each
+# step or stays scalar), so the inner product of the grouped paths is emitted
+# directly: ``mr`` output rows of ``TILE_VECTORS`` SIMD vectors each, in vector
+# registers for the whole sum. 4 x 16 float32 (4 x 8 float64) is 8 accumulators,
+# 2 loads of ``b`` and 4 broadcasts of ``a`` per 8 FMAs: 120 GFLOP/s on one core
+# here against 35 for the best loop form.
+
+TILE_VECTORS = 2  # SIMD vectors per tile row
+
+# Row tiles for a ``c`` streamed from memory (the outer update): one row of
+# ``ROW_TILE_VECTORS`` vectors (128 float32 / 64 float64 columns) per tile, the
+# sum taken ``ROW_TILE_DEPTH`` terms at a time.
+ROW_TILE_VECTORS = 8
+ROW_TILE_DEPTH = 64
+
+
+def _simd_lanes(dtype):
+    """Lanes of a 256-bit vector: the widest this kernel family targets (AVX2)."""
+    return 32 // (dtype.bitwidth // 8)
+
+
+def _make_tile(mr, vectors=TILE_VECTORS):
+    """An intrinsic that adds an ``mr``-row register tile of a product into ``c``.
+
+    ``tile(c, c0, c1, c2, c3, a, a0, a1, a2, a3, a_step, b, b0, ldb, n, ahead)`` does,
+    for ``t < mr`` and ``k`` below the tile width::
+
+        c.flat[c_t + k] += sum(a.flat[a_t + l * a_step] * b.flat[b0 + l * ldb + k] for l < n)
+
+    and prefetches ``b.flat[b0 + l * ldb + ahead]`` at each step (a hint: it never
+    faults, wherever it points).
+
+    Offsets are in elements of the C-contiguous arrays; offsets of rows past
+    ``mr`` are ignored. Nothing is bounds-checked: the caller keeps every access
+    inside the arrays. The sum runs over ``l`` in order (fused multiply-adds), and
+    each row is added to ``c`` after the previous one, so repeated ``c_t`` add up.
+    """
+    @intrinsic
+    def tile(typingctx, c, c0, c1, c2, c3, a, a0, a1, a2, a3, a_step, b, b0, ldb, n, ahead):
+        sig = types.void(c, c0, c1, c2, c3, a, a0, a1, a2, a3, a_step, b, b0, ldb, n, ahead)
+
+        def codegen(context, builder, signature, args):
+            dtype = signature.args[0].dtype
+            lanes = _simd_lanes(dtype)
+            scalar = context.get_value_type(dtype)
+            vector = ir.VectorType(scalar, lanes)
+            align = dtype.bitwidth // 8
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vector, [vector] * 3),
+                f"llvm.fma.v{lanes}f{dtype.bitwidth}")
+            i64 = ir.IntType(64)
+            c_ptr, a_ptr, b_ptr = (context.make_array(signature.args[k])(context, builder, args[k]).data
+                                   for k in (0, 5, 11))
+            c_offs = [context.cast(builder, args[1 + t], signature.args[1 + t], types.intp) for t in range(mr)]
+            a_offs = [context.cast(builder, args[6 + t], signature.args[6 + t], types.intp) for t in range(mr)]
+            a_step, b0, ldb, n, ahead = (context.cast(builder, args[k], signature.args[k], types.intp)
+                                         for k in (10, 12, 13, 14, 15))
+            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            prefetch = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+            # Accumulators live in allocas of the entry block: LLVM promotes them to registers.
+            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vector, [0.0] * lanes))
+                    for _ in range(vectors)] for _ in range(mr)]
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            undef = ir.Constant(vector, ir.Undefined)
+            with cgutils.for_range(builder, n) as loop:
+                step = loop.index
+                b_row = builder.gep(b_ptr, [builder.add(b0, builder.mul(step, ldb))])
+                # read, keep in all cache levels, data
+                builder.call(prefetch, [builder.bitcast(builder.gep(b_row, [ahead]), i8p),
+                                        ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                b_vecs = []
+                for v in range(vectors):
+                    ptr = builder.bitcast(builder.gep(b_row, [ir.Constant(i64, v * lanes)]), vector.as_pointer())
+                    b_vecs.append(builder.load(ptr, align=align))
+                a_at = builder.mul(step, a_step)
+                for t in range(mr):
+                    s = builder.load(builder.gep(a_ptr, [builder.add(a_offs[t], a_at)]))
+                    s = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(ir.IntType(32), 0)),
+                                               undef, splat)
+                    for v in range(vectors):
+                        builder.store(builder.call(fma, [s, b_vecs[v], builder.load(acc[t][v])]), acc[t][v])
+            for t in range(mr):
+                c_row = builder.gep(c_ptr, [c_offs[t]])
+                for v in range(vectors):
+                    ptr = builder.bitcast(builder.gep(c_row, [ir.Constant(i64, v * lanes)]), vector.as_pointer())
+                    total = builder.fadd(builder.load(ptr, align=align), builder.load(acc[t][v]))
+                    builder.store(total, ptr, align=align)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_tile1, _tile2, _tile3, _tile4 = (_make_tile(mr) for mr in (1, 2, 3, 4))
+_row_tile = _make_tile(1, ROW_TILE_VECTORS)
+
+
+# Rows of ``b`` per pass of the register tiles: a pass reads a contiguous
+# ``TILE_DEPTH``-row slab of ``b`` strip by strip (1.4x faster than whole-height
+# strips for float64 256 x 256 blocks streamed from memory).
+TILE_DEPTH = 16
+
+
+@njit(cache=True)
+def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stream_c):
+    """``c`` rows at ``c_offs[t]`` += ``a`` rows at ``a_offs[t]`` (step ``a_step``) times ``b``, by register tiles.
+
+    ``b`` is ``n`` rows of ``ldb`` from ``b0``. The product covers the whole
+    tiles of columns ``[k_begin, k_end)``; the last ``(k_end - k_begin) % width``
+    columns (``width`` of a tile) are the caller's. ``c_offs``/``a_offs`` are 1-D
+    of any length: rows go 4 at a time. ``stream_c`` picks the loop order for the
+    operand that comes from memory: False reads ``b`` (the weights of the
+    forward product) slab by slab with prefetch, True walks the rows of ``c``
+    (the weight gradient of the outer update) from left to right.
+    """
+    width = TILE_VECTORS * 32 // c.itemsize  # 16 float32 or 8 float64 columns
+    m = c_offs.size
+    n_strips = (k_end - k_begin) // width
+    n_tiles = (m + 3) // 4
+    ahead = TILE_DEPTH * ldb  # the same strip of the next slab: what the next pass reads
+    if stream_c:
+        # One row of c at a time, left to right, in wide tiles: 4-row tiles
+        # interleave four write streams, which ran 1.9x slower from memory.
+        wide = ROW_TILE_VECTORS * 32 // c.itemsize
+        n_wide = (k_end - k_begin) // wide
+        for l0 in range(0, n, ROW_TILE_DEPTH):
+            depth = min(ROW_TILE_DEPTH, n - l0)
+            a_at = l0 * a_step
+            for t in range(m):
+                for k0 in range(k_begin, k_begin + n_wide * wide, wide):
+                    _row_tile(c, c_offs[t] + k0, 0, 0, 0, a, a_offs[t] + a_at, 0, 0, 0,
+                              a_step, b, b0 + l0 * ldb + k0, ldb, depth, 0)
+                for k0 in range(k_begin + n_wide * wide, k_begin + n_strips * width, width):
+                    _tile1(c, c_offs[t] + k0, 0, 0, 0, a, a_offs[t] + a_at, 0, 0, 0,
+                           a_step, b, b0 + l0 * ldb + k0, ldb, depth, 0)
+        return
+    for l0 in range(0, n, TILE_DEPTH):
+        depth = min(TILE_DEPTH, n - l0)
+        a_at = l0 * a_step
+        # One loop over (strip, row tile); a helper function per tile, even
+        # inlined, made LLVM spill the tile's addresses (3x slower).
+        for x in range(n_strips * n_tiles):
+            s, k0 = 4 * (x % n_tiles), k_begin + width * (x // n_tiles)
+            b_at = b0 + l0 * ldb + k0
+            left = m - s
+            if left >= 4:
+                _tile4(c, c_offs[s] + k0, c_offs[s + 1] + k0, c_offs[s + 2] + k0, c_offs[s + 3] + k0,
+                       a, a_offs[s] + a_at, a_offs[s + 1] + a_at, a_offs[s + 2] + a_at, a_offs[s + 3] + a_at,
+                       a_step, b, b_at, ldb, depth, ahead)
+            elif left == 3:
+                _tile3(c, c_offs[s] + k0, c_offs[s + 1] + k0, c_offs[s + 2] + k0, 0,
+                       a, a_offs[s] + a_at, a_offs[s + 1] + a_at, a_offs[s + 2] + a_at, 0,
+                       a_step, b, b_at, ldb, depth, ahead)
+            elif left == 2:
+                _tile2(c, c_offs[s] + k0, c_offs[s + 1] + k0, 0, 0,
+                       a, a_offs[s] + a_at, a_offs[s + 1] + a_at, 0, 0, a_step, b, b_at, ldb, depth, ahead)
+            else:
+                _tile1(c, c_offs[s] + k0, 0, 0, 0, a, a_offs[s] + a_at, 0, 0, 0, a_step, b, b_at, ldb, depth, ahead)
+
+
+# The threading layer's C symbols (``get_num_threads``, the chunk-size pair) are
+# registered with LLVM when Numba starts its threads; a cached non-parallel
+# helper that calls them can be linked before any parallel kernel has run.
+_launch_threads()
+
+
+@intrinsic
+def _num_threads(typingctx):
+    """``numba.get_num_threads()``, cacheable: calls the threading layer's C symbol as
+    Numba's parfor lowering does (Numba's own overload goes through ctypes)."""
+    def codegen(context, builder, signature, args):
+        get = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(context.get_value_type(types.intp), []), name="get_num_threads")
+        return builder.call(get, [])
+
+    return types.intp(), codegen
+
+
+@njit(cache=True)
+def _min_units():
+    """Work units to cut the work into when buckets are few (see ``UNITS_PER_THREAD``)."""
+    return UNITS_PER_THREAD * max(1, _num_threads())
+
+
 @njit(cache=True)
 def _buckets(idx, n_blocks):
     """Stable counting sort of the flat positions of ``idx`` by value.
@@ -85,10 +277,11 @@ def _buckets(idx, n_blocks):
 def _row_units(starts, n_rows):
     """Work units ``(begin, end)`` into a bucket ``order``: each bucket, cut in slices when buckets are few.
 
-    A slice holds at most ``ceil(n_rows / MIN_UNITS)`` rows, so a single bucket
-    still spreads over every core.
+    A slice holds at most ``ceil(n_rows / _min_units())`` rows, so a single
+    bucket still spreads over every core.
     """
-    size = max(1, (n_rows + MIN_UNITS - 1) // MIN_UNITS)
+    min_units = _min_units()
+    size = max(1, (n_rows + min_units - 1) // min_units)
     n_units = 0
     for q in range(starts.size - 1):
         n_units += (starts[q + 1] - starts[q] + size - 1) // size
@@ -99,6 +292,40 @@ def _row_units(starts, n_rows):
             units[u, 0] = s
             units[u, 1] = min(s + size, starts[q + 1])
             u += 1
+    return units
+
+
+@njit(cache=True)
+def _tile_units(starts, n_rows, n_cols, width):
+    """Work units ``(begin, end, k_begin, k_end)``: a bucket's rows ``order[begin:end]``, columns ``[k_begin, k_end)``.
+
+    Buckets are cut by columns first (whole tiles of ``width``), since column
+    slices of one bucket read disjoint parts of its weight blocks, then by rows
+    only if there are still fewer than ``_min_units()`` units: row slices each
+    read the whole blocks again.
+    """
+    min_units = _min_units()
+    n_busy = 0
+    for q in range(starts.size - 1):
+        n_busy += starts[q + 1] > starts[q]
+    tiles = max(1, n_cols // width)
+    n_col = min(tiles, max(1, (min_units + n_busy - 1) // n_busy))
+    per_slice = (tiles + n_col - 1) // n_col
+    n_col = (tiles + per_slice - 1) // per_slice
+    size = max(1, (n_rows * n_col + min_units - 1) // min_units)
+    n_units = 0
+    for q in range(starts.size - 1):
+        n_units += n_col * ((starts[q + 1] - starts[q] + size - 1) // size)
+    units = np.empty((n_units, 4), np.intp)
+    u = 0
+    for q in range(starts.size - 1):
+        for s in range(starts[q], starts[q + 1], size):
+            for c in range(n_col):
+                units[u, 0] = s
+                units[u, 1] = min(s + size, starts[q + 1])
+                units[u, 2] = c * per_slice * width
+                units[u, 3] = n_cols if c == n_col - 1 else (c + 1) * per_slice * width
+                u += 1
     return units
 
 
@@ -134,62 +361,6 @@ def _sub_groups(rows, win_idx, n_blocks, key_of):
 # --------------------------------------------------------------------------- forward
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _gemv_one(out, hv, block):
-    """``out += hv @ block``, 2 rows of ``block`` per pass: half the loads/stores of ``out``.
-
-    ``k`` innermost (unit stride in ``out`` and ``block``). Not 4 rows: LLVM then
-    gives up vectorising (too many runtime alias checks against ``out``).
-    """
-    i_size, o_size = block.shape
-    if o_size < 32:
-        # Short rows (tiny_blocks, 8): the unrolled loop ends in its scalar
-        # remainder; the plain one is 1.9x faster there.
-        for r in range(i_size):
-            a0 = hv[r]
-            for k in range(o_size):
-                out[k] += a0 * block[r, k]
-        return
-    n2 = i_size - i_size % 2
-    for r in range(0, n2, 2):
-        w0, w1 = block[r], block[r + 1]
-        a0, a1 = hv[r], hv[r + 1]
-        for k in range(o_size):
-            out[k] += a0 * w0[k] + a1 * w1[k]
-    if n2 < i_size:
-        a0, w0 = hv[n2], block[n2]
-        for k in range(o_size):
-            out[k] += a0 * w0[k]
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _gemv_four(acc, h0, h1, h2, h3, block):
-    """``acc[t] = h_t @ block`` for 4 rows sharing ``block``.
-
-    4 rows of ``block`` (4 KB at oSize 256, float32) are read for the 4 rows ``t``
-    while they sit in L1, so each comes from memory once for 4 rows.
-    """
-    i_size, o_size = block.shape
-    acc[:] = 0
-    r = 0
-    while r + 4 <= i_size:
-        w0, w1, w2, w3 = block[r], block[r + 1], block[r + 2], block[r + 3]
-        for t in range(4):
-            hv = h0 if t == 0 else h1 if t == 1 else h2 if t == 2 else h3
-            a0, a1, a2, a3 = hv[r], hv[r + 1], hv[r + 2], hv[r + 3]
-            out = acc[t]
-            for k in range(o_size):
-                out[k] += a0 * w0[k] + a1 * w1[k] + a2 * w2[k] + a3 * w3[k]
-        r += 4
-    for r in range(r, i_size):
-        w0 = block[r]
-        for t in range(4):
-            hv = h0 if t == 0 else h1 if t == 1 else h2 if t == 2 else h3
-            a0, out = hv[r], acc[t]
-            for k in range(o_size):
-                out[k] += a0 * w0[k]
-
-
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def gemv(o, W, h, input_idx, output_idx):
     """In place: ``o[b, j] += sum_i h[b, i] @ W[input_idx[b, i], output_idx[b, j]]``.
@@ -197,7 +368,8 @@ def gemv(o, W, h, input_idx, output_idx):
     Rows ``(b, j)`` are bucketed by output block; a unit owns its rows ``o[b, j]``.
     """
     batch, o_win, o_size = o.shape
-    i_blocks, i_win = W.shape[0], h.shape[1]
+    i_blocks, i_win, i_size = W.shape[0], h.shape[1], h.shape[2]
+    tile_cols = TILE_VECTORS * 32 // o.itemsize
     if batch * o_win == 0 or o_size == 0:
         return
     if batch * o_win * i_win < MIN_TERMS_PER_BLOCK * i_blocks * W.shape[1]:
@@ -205,7 +377,6 @@ def gemv(o, W, h, input_idx, output_idx):
         # bucketing; iteration t alone writes o[b, j] (1.3x faster there).
         # Scalar indexing only: a view per term costs two atomic reference-count
         # updates, which made this path 2x slower.
-        i_size = h.shape[2]
         for t in prange(batch * o_win):
             b, j = t // o_win, t % o_win
             q = output_idx[b, j]
@@ -217,36 +388,40 @@ def gemv(o, W, h, input_idx, output_idx):
                         o[b, j, k] += a * W[p, q, r, k]
         return
     order, starts = _buckets(output_idx, W.shape[1])
-    units = _row_units(starts, batch * o_win)
+    units = _tile_units(starts, batch * o_win, o_size, tile_cols)
     caller_chunksize = _set_chunksize(1)  # dynamic schedule: uneven units, shared cores
     for u in prange(units.shape[0]):
         rows = order[units[u, 0]:units[u, 1]]
+        k_begin, k_end = units[u, 2], units[u, 3]
         q = output_idx.ravel()[rows[0]]
-        if rows.size * i_win < MIN_TERMS_PER_BLOCK * i_blocks:
-            for t in rows:
-                b = t // o_win
-                for i in range(i_win):
-                    _gemv_one(o[b, t % o_win], h[b, i], W[input_idx[b, i], q])
-            continue
-        terms, groups = _sub_groups(rows, input_idx, i_blocks, o_win)
-        acc = np.empty((4, o_size), o.dtype)
-        for p in range(i_blocks):
-            block = W[p, q]
-            s, e = groups[p], groups[p + 1]
-            while e - s >= 4:
-                _gemv_four(acc, h[terms[s, 0] // o_win, terms[s, 1]],
-                           h[terms[s + 1, 0] // o_win, terms[s + 1, 1]],
-                           h[terms[s + 2, 0] // o_win, terms[s + 2, 1]],
-                           h[terms[s + 3, 0] // o_win, terms[s + 3, 1]], block)
-                for m in range(4):  # rows may repeat within the 4: add one by one
-                    t = terms[s + m, 0]
-                    out = o[t // o_win, t % o_win]
-                    for k in range(o_size):
-                        out[k] += acc[m, k]
-                s += 4
-            for n in range(s, e):
-                t = terms[n, 0]
-                _gemv_one(o[t // o_win, t % o_win], h[t // o_win, terms[n, 1]], block)
+        # Decided on the whole bucket, not the unit: a row's sum order must not
+        # depend on how many threads cut the buckets.
+        if (starts[q + 1] - starts[q]) * i_win < MIN_TERMS_PER_BLOCK * i_blocks:
+            # About one term per block: no sharing to find, each term is its own tile row.
+            terms = np.empty((rows.size * i_win, 2), np.intp)
+            for n in range(terms.shape[0]):
+                terms[n, 0], terms[n, 1] = rows[n // i_win], n % i_win
+            groups = np.arange(terms.shape[0] + 1)
+        else:
+            terms, groups = _sub_groups(rows, input_idx, i_blocks, o_win)
+        o_offs = terms[:, 0] * o_size  # o[b, j] starts at (b * o_win + j) * o_size
+        h_offs = ((terms[:, 0] // o_win) * i_win + terms[:, 1]) * i_size
+        for g in range(groups.size - 1):
+            s, e = groups[g], groups[g + 1]
+            if s == e:
+                continue
+            t = terms[s, 0]
+            p = input_idx[t // o_win, terms[s, 1]]
+            _tile_rows(o, o_offs[s:e], h, h_offs[s:e], 1, W, (p * W.shape[1] + q) * i_size * o_size,
+                       o_size, i_size, k_begin, k_end, False)
+            for k in range(k_end - (k_end - k_begin) % tile_cols, k_end):
+                for n in range(s, e):
+                    t = terms[n, 0]
+                    b, j, i = t // o_win, t % o_win, terms[n, 1]
+                    acc = o.dtype.type(0)
+                    for r in range(i_size):
+                        acc += h[b, i, r] * W[p, q, r, k]
+                    o[b, j, k] += acc
     _set_chunksize(caller_chunksize)
 
 
@@ -293,13 +468,14 @@ def outer(o, x, y, x_idx, y_idx, alpha):
     batch, x_win, x_size = x.shape
     y_win, y_size = y.shape[1], y.shape[2]
     x_blocks = o.shape[0]
+    tile_cols = TILE_VECTORS * 32 // o.itemsize
     if batch * x_win * y_win == 0 or x_size == 0:
         return
     order, starts = _buckets(y_idx, o.shape[1])
     n_busy = 0
     for q in range(o.shape[1]):
         n_busy += starts[q + 1] > starts[q]
-    n_slices = min(x_size, max(1, (MIN_UNITS + n_busy - 1) // n_busy))
+    n_slices = min(x_size, max(1, (_min_units() + n_busy - 1) // n_busy))
     slice_rows = (x_size + n_slices - 1) // n_slices
     n_slices = (x_size + slice_rows - 1) // slice_rows
     busy = np.empty(n_busy, np.intp)
@@ -326,20 +502,32 @@ def outer(o, x, y, x_idx, y_idx, alpha):
                             o[p, q, r, k] += a * y[b, j, k]
             continue
         terms, groups = _sub_groups(rows, x_idx, x_blocks, y_win)
+        # The unit's terms, gathered in group order: xs[n] = x[b, i, r0:r1] and
+        # ys[n] = alpha * y[b, j], so a group's update is xs[s:e].T @ ys[s:e].
+        width = r1 - r0
+        xs = np.empty((terms.shape[0], width), o.dtype)
+        ys = np.empty((terms.shape[0], y_size), o.dtype)
+        for n in range(terms.shape[0]):
+            t = terms[n, 0]
+            b, i = t // y_win, terms[n, 1]
+            for r in range(width):
+                xs[n, r] = x[b, i, r0 + r]
+            for k in range(y_size):
+                ys[n, k] = alpha * y[b, t % y_win, k]
+        x_cols = np.arange(width)  # row r of a block is column r - r0 of xs
         for p in range(x_blocks):
-            block = o[p, q]
             s, e = groups[p], groups[p + 1]
-            while e - s >= 4:
-                t0, t1, t2, t3 = terms[s, 0], terms[s + 1, 0], terms[s + 2, 0], terms[s + 3, 0]
-                _outer_four(block, r0, r1,
-                            x[t0 // y_win, terms[s, 1]], x[t1 // y_win, terms[s + 1, 1]],
-                            x[t2 // y_win, terms[s + 2, 1]], x[t3 // y_win, terms[s + 3, 1]],
-                            y[t0 // y_win, t0 % y_win], y[t1 // y_win, t1 % y_win],
-                            y[t2 // y_win, t2 % y_win], y[t3 // y_win, t3 % y_win], alpha)
-                s += 4
-            for m in range(s, e):
-                t = terms[m, 0]
-                _outer_one(block, r0, r1, x[t // y_win, terms[m, 1]], y[t // y_win, t % y_win], alpha)
+            if s == e:
+                continue
+            block = (p * o.shape[1] + q) * x_size * y_size
+            o_offs = block + (r0 + x_cols) * y_size
+            _tile_rows(o, o_offs, xs, x_cols + s * width, width, ys, s * y_size, y_size, e - s, 0, y_size, True)
+            for r in range(width):
+                for k in range(y_size - y_size % tile_cols, y_size):
+                    acc = o.dtype.type(0)
+                    for n in range(s, e):
+                        acc += xs[n, r] * ys[n, k]
+                    o[p, q, r0 + r, k] += acc
     _set_chunksize(caller_chunksize)
 
 
@@ -419,7 +607,8 @@ def grad_h(dh, W, g, input_idx, output_idx):
     for u in prange(units.shape[0]):
         rows = order[units[u, 0]:units[u, 1]]
         f = fixed[rows[0]]
-        if rows.size * varying.shape[1] < MIN_TERMS_PER_BLOCK * n_varying:
+        # On the whole bucket, as in gemv: the sum order must not depend on the thread count.
+        if (starts[f + 1] - starts[f]) * varying.shape[1] < MIN_TERMS_PER_BLOCK * n_varying:
             for t in rows:
                 b = t // i_win
                 for j in range(o_win):
@@ -459,7 +648,7 @@ def bias_grad(db, g, output_idx):
         return
     order, starts = _buckets(output_idx, db.shape[0])
     n_blocks = db.shape[0]
-    n_slices = min(o_size, max(1, MIN_UNITS // n_blocks))
+    n_slices = min(o_size, max(1, _min_units() // n_blocks))
     width = (o_size + n_slices - 1) // n_slices
     n_slices = (o_size + width - 1) // width
     caller_chunksize = _set_chunksize(1)  # dynamic schedule: uneven units, shared cores
