@@ -233,6 +233,131 @@ def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stre
 _launch_threads()
 
 
+def _make_dot_tile(mr, nr):
+    """An intrinsic that adds an ``mr x nr`` tile of dot products into ``c``.
+
+    ``dots(c, c0, c1, c2, c3, a, a0, lda, b, b0, b1, b2, b3, n)`` does, for
+    ``t < mr`` and ``v < nr``::
+
+        c.flat[c_t + v] += sum(a.flat[a0 + v * lda + k] * b.flat[b_t + k] for k < n - n % lanes)
+
+    (``lanes`` of a SIMD vector; the last ``n % lanes`` terms are the caller's).
+    Each dot product is summed in one vector register, then across its lanes in
+    a fixed tree: the order never depends on the data or the thread count. Rows
+    ``c_t`` are added one after the other, so repeated offsets add up. Nothing is
+    bounds-checked.
+    """
+    @intrinsic
+    def dots(typingctx, c, c0, c1, c2, c3, a, a0, lda, b, b0, b1, b2, b3, n):
+        sig = types.void(c, c0, c1, c2, c3, a, a0, lda, b, b0, b1, b2, b3, n)
+
+        def codegen(context, builder, signature, args):
+            dtype = signature.args[0].dtype
+            lanes = _simd_lanes(dtype)
+            scalar = context.get_value_type(dtype)
+            vector = ir.VectorType(scalar, lanes)
+            align = dtype.bitwidth // 8
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vector, [vector] * 3),
+                f"llvm.fma.v{lanes}f{dtype.bitwidth}")
+
+            def intp(k):
+                return context.cast(builder, args[k], signature.args[k], types.intp)
+
+            c_ptr, a_ptr, b_ptr = (context.make_array(signature.args[k])(context, builder, args[k]).data
+                                   for k in (0, 5, 8))
+            c_offs = [intp(1 + t) for t in range(mr)]
+            b_offs = [intp(9 + t) for t in range(mr)]
+            a0, lda, n = intp(6), intp(7), intp(13)
+            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vector, [0.0] * lanes))
+                    for _ in range(nr)] for _ in range(mr)]
+            n_vectors = builder.sdiv(n, ir.Constant(n.type, lanes))
+
+            def load(ptr, at):
+                return builder.load(builder.bitcast(builder.gep(ptr, [at]), vector.as_pointer()), align=align)
+
+            with cgutils.for_range(builder, n_vectors) as loop:
+                k = builder.mul(loop.index, ir.Constant(n.type, lanes))
+                a_vecs = [load(a_ptr, builder.add(builder.add(a0, builder.mul(ir.Constant(n.type, v), lda)), k))
+                          for v in range(nr)]
+                for t in range(mr):
+                    b_vec = load(b_ptr, builder.add(b_offs[t], k))
+                    for v in range(nr):
+                        builder.store(builder.call(fma, [a_vecs[v], b_vec, builder.load(acc[t][v])]), acc[t][v])
+            i32 = ir.IntType(32)
+            for t in range(mr):
+                for v in range(nr):
+                    total = builder.load(acc[t][v])
+                    width = lanes
+                    while width > 1:  # fixed tree: halves, quarters, ...
+                        width //= 2
+                        low = builder.shuffle_vector(total, total, ir.Constant(ir.VectorType(i32, width),
+                                                                             list(range(width))))
+                        high = builder.shuffle_vector(total, total, ir.Constant(ir.VectorType(i32, width),
+                                                                              list(range(width, 2 * width))))
+                        total = builder.fadd(low, high)
+                    total = builder.extract_element(total, ir.Constant(i32, 0))
+                    at = builder.gep(c_ptr, [builder.add(c_offs[t], ir.Constant(n.type, v))])
+                    builder.store(builder.fadd(builder.load(at), total), at)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return dots
+
+
+_dots = {(mr, nr): _make_dot_tile(mr, nr) for mr in (1, 2, 3, 4) for nr in (1, 2)}
+_dots41, _dots42, _dots11, _dots12 = _dots[4, 1], _dots[4, 2], _dots[1, 1], _dots[1, 2]
+_dots21, _dots22, _dots31, _dots32 = _dots[2, 1], _dots[2, 2], _dots[3, 1], _dots[3, 2]
+
+
+@njit(cache=True)
+def _dot_rows(c, c_offs, a, a0, lda, n_rows, b, b_offs, n):
+    """``c.flat[c_offs[t] + r] += a[r] . b_t`` for ``r < n_rows``: rows ``a[r]`` are ``a.flat[a0 + r * lda:][:n]``
+    and ``b_t`` is ``b.flat[b_offs[t]:][:n]``.
+
+    Goes two rows of ``a`` at a time (each read once for all ``t``, while in
+    L1), ``t`` four at a time; the last ``n % lanes`` terms of each dot product
+    are added after the vector part.
+    """
+    lanes = 32 // c.itemsize
+    m = c_offs.size
+    for r in range(0, n_rows, 2):
+        two = r + 1 < n_rows
+        ar = a0 + r * lda
+        for s in range(0, m, 4):
+            left = m - s
+            if left >= 4:
+                if two:
+                    _dots42(c, c_offs[s] + r, c_offs[s + 1] + r, c_offs[s + 2] + r, c_offs[s + 3] + r,
+                            a, ar, lda, b, b_offs[s], b_offs[s + 1], b_offs[s + 2], b_offs[s + 3], n)
+                else:
+                    _dots41(c, c_offs[s] + r, c_offs[s + 1] + r, c_offs[s + 2] + r, c_offs[s + 3] + r,
+                            a, ar, lda, b, b_offs[s], b_offs[s + 1], b_offs[s + 2], b_offs[s + 3], n)
+            elif left == 3:
+                if two:
+                    _dots32(c, c_offs[s] + r, c_offs[s + 1] + r, c_offs[s + 2] + r, 0,
+                            a, ar, lda, b, b_offs[s], b_offs[s + 1], b_offs[s + 2], 0, n)
+                else:
+                    _dots31(c, c_offs[s] + r, c_offs[s + 1] + r, c_offs[s + 2] + r, 0,
+                            a, ar, lda, b, b_offs[s], b_offs[s + 1], b_offs[s + 2], 0, n)
+            elif left == 2:
+                if two:
+                    _dots22(c, c_offs[s] + r, c_offs[s + 1] + r, 0, 0, a, ar, lda, b, b_offs[s], b_offs[s + 1], 0, 0, n)
+                else:
+                    _dots21(c, c_offs[s] + r, c_offs[s + 1] + r, 0, 0, a, ar, lda, b, b_offs[s], b_offs[s + 1], 0, 0, n)
+            else:
+                if two:
+                    _dots12(c, c_offs[s] + r, 0, 0, 0, a, ar, lda, b, b_offs[s], 0, 0, 0, n)
+                else:
+                    _dots11(c, c_offs[s] + r, 0, 0, 0, a, ar, lda, b, b_offs[s], 0, 0, 0, n)
+    c_flat, a_flat, b_flat = c.reshape(-1), a.reshape(-1), b.reshape(-1)
+    for k0 in range(n - n % lanes, n):
+        for t in range(m):
+            for r in range(n_rows):
+                c_flat[c_offs[t] + r] += a_flat[a0 + r * lda + k0] * b_flat[b_offs[t] + k0]
+
+
 @intrinsic
 def _num_threads(typingctx):
     """``numba.get_num_threads()``, cacheable: calls the threading layer's C symbol as
@@ -439,25 +564,6 @@ def set_bias(o, bias, output_idx):
 # --------------------------------------------------------------------------- outer
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _outer_one(block, r0, r1, xv, yv, alpha):
-    """``block[r0:r1] += alpha * outer(xv[r0:r1], yv)``."""
-    for r in range(r0, r1):
-        s = alpha * xv[r]
-        for k in range(yv.size):
-            block[r, k] += s * yv[k]
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _outer_four(block, r0, r1, x0, x1, x2, x3, y0, y1, y2, y3, alpha):
-    """``block[r0:r1] += alpha * sum_t outer(x_t, y_t)`` for 4 terms: one load/store of ``block`` for 4."""
-    for r in range(r0, r1):
-        s0, s1, s2, s3 = alpha * x0[r], alpha * x1[r], alpha * x2[r], alpha * x3[r]
-        row = block[r]
-        for k in range(row.size):
-            row[k] += s0 * y0[k] + s1 * y1[k] + s2 * y2[k] + s3 * y3[k]
-
-
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def outer(o, x, y, x_idx, y_idx, alpha):
     """In place: ``o[x_idx[b, i], y_idx[b, j]] += alpha * outer(x[b, i], y[b, j])``.
@@ -545,22 +651,6 @@ def _grad_h_one(dv, block, gv):
         dv[r] += acc
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _grad_h_four(acc, block, g0, g1, g2, g3):
-    """``acc[t] = block @ g_t`` for 4 terms: each row of ``block`` is loaded once for 4 dot products."""
-    zero = acc.dtype.type(0)
-    for r in range(block.shape[0]):
-        row = block[r]
-        s0 = s1 = s2 = s3 = zero
-        for k in range(row.size):
-            w = row[k]
-            s0 += w * g0[k]
-            s1 += w * g1[k]
-            s2 += w * g2[k]
-            s3 += w * g3[k]
-        acc[0, r], acc[1, r], acc[2, r], acc[3, r] = s0, s1, s2, s3
-
-
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def grad_h(dh, W, g, input_idx, output_idx):
     """In place: ``dh[b, i] += sum_j W[input_idx[b, i], output_idx[b, j]] @ g[b, j]``.
@@ -569,13 +659,12 @@ def grad_h(dh, W, g, input_idx, output_idx):
     a row then meets one block); a unit owns its rows ``dh[b, i]``.
     """
     batch, i_win, i_size = dh.shape
-    i_blocks, o_blocks, o_win = W.shape[0], W.shape[1], g.shape[1]
+    i_blocks, o_blocks, o_win, o_size = W.shape[0], W.shape[1], g.shape[1], g.shape[2]
     if batch * i_win == 0 or i_size == 0:
         return
     if batch * i_win * o_win < MIN_TERMS_PER_BLOCK * i_blocks * o_blocks:
         # Few terms per block (tiny_blocks): skip the bucketing; t alone writes dh[b, i].
         # Scalar indexing only, as in gemv's direct path.
-        o_size = g.shape[2]
         zero = dh.dtype.type(0)
         for t in prange(batch * i_win):
             b, i = t // i_win, t % i_win
@@ -593,7 +682,8 @@ def grad_h(dh, W, g, input_idx, output_idx):
         # rows by it and sub-group by input block, so rows share W[p, q] loads.
         keys = np.empty((batch, i_win), np.intp)
         for b in range(batch):
-            keys[b, :] = output_idx[b, 0]
+            for i in range(i_win):  # not keys[b, :] = ...: that is a parallel region per row
+                keys[b, i] = output_idx[b, 0]
         order, starts = _buckets(keys, o_blocks)
         fixed = keys.ravel()
         varying, n_varying, key_of = input_idx.reshape(batch * i_win, 1), i_blocks, 1
@@ -615,24 +705,14 @@ def grad_h(dh, W, g, input_idx, output_idx):
                     _grad_h_one(dh[b, t % i_win], W[input_idx[b, t % i_win], output_idx[b, j]], g[b, j])
             continue
         terms, groups = _sub_groups(rows, varying, n_varying, key_of)
-        acc4 = np.empty((4, i_size), dh.dtype)
+        dh_offs = terms[:, 0] * i_size  # dh[b, i] starts at (b * i_win + i) * i_size
+        g_offs = ((terms[:, 0] // i_win) * o_win + terms[:, 1]) * o_size  # terms[:, 1] is j (0 if oWin is 1)
         for v in range(n_varying):
-            block = W[v, f] if o_win == 1 else W[f, v]
             s, e = groups[v], groups[v + 1]
-            while e - s >= 4:
-                js = (0, 0, 0, 0) if o_win == 1 else (terms[s, 1], terms[s + 1, 1], terms[s + 2, 1], terms[s + 3, 1])
-                _grad_h_four(acc4, block, g[terms[s, 0] // i_win, js[0]], g[terms[s + 1, 0] // i_win, js[1]],
-                             g[terms[s + 2, 0] // i_win, js[2]], g[terms[s + 3, 0] // i_win, js[3]])
-                for m in range(4):  # rows may repeat within the 4: add one by one
-                    t = terms[s + m, 0]
-                    out = dh[t // i_win, t % i_win]
-                    for r in range(i_size):
-                        out[r] += acc4[m, r]
-                s += 4
-            for n in range(s, e):
-                t = terms[n, 0]
-                j = 0 if o_win == 1 else terms[n, 1]
-                _grad_h_one(dh[t // i_win, t % i_win], block, g[t // i_win, j])
+            if s == e:
+                continue
+            block = (v * o_blocks + f) if o_win == 1 else (f * o_blocks + v)
+            _dot_rows(dh, dh_offs[s:e], W, block * i_size * o_size, o_size, i_size, g, g_offs[s:e], o_size)
     _set_chunksize(caller_chunksize)
 
 
