@@ -168,10 +168,16 @@ _row_tile = _make_tile(1, ROW_TILE_VECTORS)
 # ``TILE_DEPTH``-row slab of ``b`` strip by strip (1.4x faster than whole-height
 # strips for float64 256 x 256 blocks streamed from memory).
 TILE_DEPTH = 16
+# With many rows per block the weights come from cache instead (h_softmax's class
+# level: 2048 rows on one block): deeper slabs store the tiles' sums less often.
+# Chosen per bucket, never per unit: the slab depth sets the rounding of a sum,
+# which must not depend on how many threads cut the buckets.
+DEEP_ROWS = 32
+DEEP_TILE_DEPTH = 256
 
 
 @njit(cache=True)
-def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stream_c):
+def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stream_c, slab):
     """``c`` rows at ``c_offs[t]`` += ``a`` rows at ``a_offs[t]`` (step ``a_step``) times ``b``, by register tiles.
 
     ``b`` is ``n`` rows of ``ldb`` from ``b0``. The product covers the whole
@@ -180,20 +186,21 @@ def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stre
     of any length: rows go 4 at a time. ``stream_c`` picks the loop order for the
     operand that comes from memory: False reads ``b`` (the weights of the
     forward product) slab by slab with prefetch, True walks the rows of ``c``
-    (the weight gradient of the outer update) from left to right.
+    (the weight gradient of the outer update) from left to right. ``slab`` is the
+    number of rows of ``b`` (terms) per pass.
     """
     width = TILE_VECTORS * 32 // c.itemsize  # 16 float32 or 8 float64 columns
     m = c_offs.size
     n_strips = (k_end - k_begin) // width
     n_tiles = (m + 3) // 4
-    ahead = TILE_DEPTH * ldb  # the same strip of the next slab: what the next pass reads
+    ahead = slab * ldb  # the same strip of the next slab: what the next pass reads
     if stream_c:
         # One row of c at a time, left to right, in wide tiles: 4-row tiles
         # interleave four write streams, which ran 1.9x slower from memory.
         wide = ROW_TILE_VECTORS * 32 // c.itemsize
         n_wide = (k_end - k_begin) // wide
-        for l0 in range(0, n, ROW_TILE_DEPTH):
-            depth = min(ROW_TILE_DEPTH, n - l0)
+        for l0 in range(0, n, slab):
+            depth = min(slab, n - l0)
             a_at = l0 * a_step
             for t in range(m):
                 for k0 in range(k_begin, k_begin + n_wide * wide, wide):
@@ -203,8 +210,8 @@ def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stre
                     _tile1(c, c_offs[t] + k0, 0, 0, 0, a, a_offs[t] + a_at, 0, 0, 0,
                            a_step, b, b0 + l0 * ldb + k0, ldb, depth, 0)
         return
-    for l0 in range(0, n, TILE_DEPTH):
-        depth = min(TILE_DEPTH, n - l0)
+    for l0 in range(0, n, slab):
+        depth = min(slab, n - l0)
         a_at = l0 * a_step
         # One loop over (strip, row tile); a helper function per tile, even
         # inlined, made LLVM spill the tile's addresses (3x slower).
@@ -421,20 +428,21 @@ def _row_units(starts, n_rows):
 
 
 @njit(cache=True)
-def _tile_units(starts, n_rows, n_cols, width):
+def _tile_units(starts, n_rows, n_cols, width, cut_columns):
     """Work units ``(begin, end, k_begin, k_end)``: a bucket's rows ``order[begin:end]``, columns ``[k_begin, k_end)``.
 
-    Buckets are cut by columns first (whole tiles of ``width``), since column
-    slices of one bucket read disjoint parts of its weight blocks, then by rows
-    only if there are still fewer than ``_min_units()`` units: row slices each
-    read the whole blocks again.
+    While there are fewer than ``_min_units()`` units, buckets are cut by
+    columns (whole tiles of ``width``) if ``cut_columns``, then by rows. Column
+    slices of a bucket read disjoint parts of its weight blocks but each reads
+    all its input rows; row slices the other way round: the caller cuts the
+    larger operand into parts.
     """
     min_units = _min_units()
     n_busy = 0
     for q in range(starts.size - 1):
         n_busy += starts[q + 1] > starts[q]
     tiles = max(1, n_cols // width)
-    n_col = min(tiles, max(1, (min_units + n_busy - 1) // n_busy))
+    n_col = min(tiles, max(1, (min_units + n_busy - 1) // n_busy)) if cut_columns else 1
     per_slice = (tiles + n_col - 1) // n_col
     n_col = (tiles + per_slice - 1) // per_slice
     size = max(1, (n_rows * n_col + min_units - 1) // min_units)
@@ -513,7 +521,9 @@ def gemv(o, W, h, input_idx, output_idx):
                         o[b, j, k] += a * W[p, q, r, k]
         return
     order, starts = _buckets(output_idx, W.shape[1])
-    units = _tile_units(starts, batch * o_win, o_size, tile_cols)
+    # Cut the weights by columns when they outweigh the inputs (big_blocks), the
+    # rows otherwise (h_softmax's class level: 2048 rows on one 512 x 256 block).
+    units = _tile_units(starts, batch * o_win, o_size, tile_cols, W.size >= h.size)
     caller_chunksize = _set_chunksize(1)  # dynamic schedule: uneven units, shared cores
     for u in prange(units.shape[0]):
         rows = order[units[u, 0]:units[u, 1]]
@@ -521,7 +531,9 @@ def gemv(o, W, h, input_idx, output_idx):
         q = output_idx.ravel()[rows[0]]
         # Decided on the whole bucket, not the unit: a row's sum order must not
         # depend on how many threads cut the buckets.
-        if (starts[q + 1] - starts[q]) * i_win < MIN_TERMS_PER_BLOCK * i_blocks:
+        bucket_terms = (starts[q + 1] - starts[q]) * i_win
+        slab = DEEP_TILE_DEPTH if bucket_terms >= DEEP_ROWS * i_blocks else TILE_DEPTH
+        if bucket_terms < MIN_TERMS_PER_BLOCK * i_blocks:
             # About one term per block: no sharing to find, each term is its own tile row.
             terms = np.empty((rows.size * i_win, 2), np.intp)
             for n in range(terms.shape[0]):
@@ -538,7 +550,7 @@ def gemv(o, W, h, input_idx, output_idx):
             t = terms[s, 0]
             p = input_idx[t // o_win, terms[s, 1]]
             _tile_rows(o, o_offs[s:e], h, h_offs[s:e], 1, W, (p * W.shape[1] + q) * i_size * o_size,
-                       o_size, i_size, k_begin, k_end, False)
+                       o_size, i_size, k_begin, k_end, False, slab)
             for k in range(k_end - (k_end - k_begin) % tile_cols, k_end):
                 for n in range(s, e):
                     t = terms[n, 0]
@@ -627,7 +639,8 @@ def outer(o, x, y, x_idx, y_idx, alpha):
                 continue
             block = (p * o.shape[1] + q) * x_size * y_size
             o_offs = block + (r0 + x_cols) * y_size
-            _tile_rows(o, o_offs, xs, x_cols + s * width, width, ys, s * y_size, y_size, e - s, 0, y_size, True)
+            _tile_rows(o, o_offs, xs, x_cols + s * width, width, ys, s * y_size, y_size, e - s, 0, y_size,
+                       True, ROW_TILE_DEPTH)
             for r in range(width):
                 for k in range(y_size - y_size % tile_cols, y_size):
                     acc = o.dtype.type(0)
