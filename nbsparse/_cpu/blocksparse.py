@@ -2,18 +2,20 @@
 
 Every accumulating kernel first buckets its rows by the block they write (a
 counting sort, ``O(rows + blocks)``), then ``prange``s over work units that
-partition the output: a unit is one bucket, or a slice of one (rows of the
-output for ``gemv``/``grad_h``, rows of the weight block for ``outer``, columns
-for ``bias_grad``). Two units never write the same element, so there are no
+partition the output: a unit is one bucket, or a slice of one (rows or columns
+of the output for ``gemv``, rows for ``grad_h``, rows of the weight block for
+``outer``, columns for ``bias_grad``), about ``UNITS_PER_THREAD`` per thread
+when buckets are few. Two units never write the same element, so there are no
 races and no atomics, and each unit sums its terms in a fixed order: results
-are bit-identical run to run and for any thread count. Units are handed out
+are bit-identical run to run and for any thread count (every choice that sets a
+sum's order is made per bucket, never per unit). Units are handed out
 dynamically (chunk size 1): buckets are uneven, and on a shared 2-core machine a
 static split waits for the core that another process took.
 
 Within a unit, the terms that share a weight block are sub-grouped (a second
-counting sort) when there are several per block, so 4 rows share each load of
-the block (register blocking); with about one term per block the kernels go
-row by row in bucket order instead.
+counting sort) when there are several per block, and each group is one small
+GEMM run on register tiles written as LLVM vector code (``_make_tile``,
+``_make_dot_tile``); with about one term per block the kernels go row by row.
 """
 
 import numpy as np
