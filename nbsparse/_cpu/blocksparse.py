@@ -81,6 +81,10 @@ TILE_VECTORS = 2  # SIMD vectors per tile row
 # sum taken ``ROW_TILE_DEPTH`` terms at a time.
 ROW_TILE_VECTORS = 8
 ROW_TILE_DEPTH = 64
+# The outer update prefetches (for writing) the row of ``c`` this many rows ahead:
+# outer hsm_target float64 12.2 -> 9.8 ms, big_blocks 8.8 -> 7.1 ms (float32
+# hsm_target 4.7 -> 5.0 ms, the others faster).
+C_AHEAD = 8
 
 
 def _simd_lanes(dtype):
@@ -204,7 +208,11 @@ def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stre
         for l0 in range(0, n, slab):
             depth = min(slab, n - l0)
             a_at = l0 * a_step
+            line = 64 // c.itemsize
             for t in range(m):
+                if t + C_AHEAD < m:  # the row C_AHEAD further down: a hint for the read-modify-write
+                    for k in range(k_begin, k_end, line):
+                        _prefetch(c, c_offs[t + C_AHEAD] + k)
                 for k0 in range(k_begin, k_begin + n_wide * wide, wide):
                     _row_tile(c, c_offs[t] + k0, 0, 0, 0, a, a_offs[t] + a_at, 0, 0, 0,
                               a_step, b, b0 + l0 * ldb + k0, ldb, depth, 0)
@@ -234,6 +242,21 @@ def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stre
                        a, a_offs[s] + a_at, a_offs[s + 1] + a_at, 0, 0, a_step, b, b_at, ldb, depth, ahead)
             else:
                 _tile1(c, c_offs[s] + k0, 0, 0, 0, a, a_offs[s] + a_at, 0, 0, 0, a_step, b, b_at, ldb, depth, ahead)
+
+
+@intrinsic
+def _prefetch(typingctx, a, offset):
+    """Hint the cache to load ``a.flat[offset]`` (never faults, wherever it points)."""
+    def codegen(context, builder, signature, args):
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        at = builder.gep(data, [context.cast(builder, args[1], signature.args[1], types.intp)])
+        builder.call(fn, [builder.bitcast(at, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(a, offset), codegen
 
 
 # The threading layer's C symbols (``get_num_threads``, the chunk-size pair) are
