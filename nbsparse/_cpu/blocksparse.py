@@ -70,11 +70,12 @@ def _set_chunksize(typingctx, n):
 # written in Python (every form tried either re-loads and stores the output each
 # step or stays scalar), so the inner product of the grouped paths is emitted
 # directly: ``mr`` output rows of ``TILE_VECTORS`` SIMD vectors each, in vector
-# registers for the whole sum. 4 x 16 float32 (4 x 8 float64) is 8 accumulators,
-# 2 loads of ``b`` and 4 broadcasts of ``a`` per 8 FMAs: 120 GFLOP/s on one core
-# here against 35 for the best loop form.
+# registers for the whole sum. 6 x 16 float32 (6 x 8 float64) is 12 accumulators,
+# 2 loads of ``b`` and 6 broadcasts of ``a`` per 12 FMAs: 135 / 63 GFLOP/s on one
+# core here (4-row tiles: 113 / 45; the best loop form: 26).
 
 TILE_VECTORS = 2  # SIMD vectors per tile row
+TILE_ROWS = 6  # rows per tile: 12 accumulators, 2 loads and 6 broadcasts per 12 FMAs
 
 # Row tiles for a ``c`` streamed from memory (the outer update): one row of
 # ``ROW_TILE_VECTORS`` vectors (128 float32 / 64 float64 columns) per tile, the
@@ -95,22 +96,23 @@ def _simd_lanes(dtype):
 def _make_tile(mr, vectors=TILE_VECTORS):
     """An intrinsic that adds an ``mr``-row register tile of a product into ``c``.
 
-    ``tile(c, c0, c1, c2, c3, a, a0, a1, a2, a3, a_step, b, b0, ldb, n, ahead)`` does,
-    for ``t < mr`` and ``k`` below the tile width::
+    ``tile(c, c_offs, a, a_offs, s, k0, a_at, a_step, b, b0, ldb, n, ahead)`` does,
+    for ``t < mr`` and ``k`` below the tile width, with ``c_t = c_offs[s + t] + k0``
+    and ``a_t = a_offs[s + t] + a_at``::
 
         c.flat[c_t + k] += sum(a.flat[a_t + l * a_step] * b.flat[b0 + l * ldb + k] for l < n)
 
     and prefetches ``b.flat[b0 + l * ldb + ahead]`` at each step (a hint: it never
     faults, wherever it points).
 
-    Offsets are in elements of the C-contiguous arrays; offsets of rows past
-    ``mr`` are ignored. Nothing is bounds-checked: the caller keeps every access
+    Offsets are in elements of the C-contiguous arrays; ``c_offs``/``a_offs`` are
+    ``intp`` arrays. Nothing is bounds-checked: the caller keeps every access
     inside the arrays. The sum runs over ``l`` in order (fused multiply-adds), and
     each row is added to ``c`` after the previous one, so repeated ``c_t`` add up.
     """
     @intrinsic
-    def tile(typingctx, c, c0, c1, c2, c3, a, a0, a1, a2, a3, a_step, b, b0, ldb, n, ahead):
-        sig = types.void(c, c0, c1, c2, c3, a, a0, a1, a2, a3, a_step, b, b0, ldb, n, ahead)
+    def tile(typingctx, c, c_offs, a, a_offs, s, k0, a_at, a_step, b, b0, ldb, n, ahead):
+        sig = types.void(c, c_offs, a, a_offs, s, k0, a_at, a_step, b, b0, ldb, n, ahead)
 
         def codegen(context, builder, signature, args):
             dtype = signature.args[0].dtype
@@ -122,12 +124,16 @@ def _make_tile(mr, vectors=TILE_VECTORS):
                 builder.module, ir.FunctionType(vector, [vector] * 3),
                 f"llvm.fma.v{lanes}f{dtype.bitwidth}")
             i64 = ir.IntType(64)
-            c_ptr, a_ptr, b_ptr = (context.make_array(signature.args[k])(context, builder, args[k]).data
-                                   for k in (0, 5, 11))
-            c_offs = [context.cast(builder, args[1 + t], signature.args[1 + t], types.intp) for t in range(mr)]
-            a_offs = [context.cast(builder, args[6 + t], signature.args[6 + t], types.intp) for t in range(mr)]
-            a_step, b0, ldb, n, ahead = (context.cast(builder, args[k], signature.args[k], types.intp)
-                                         for k in (10, 12, 13, 14, 15))
+            c_ptr, c_offs_ptr, a_ptr, a_offs_ptr, b_ptr = (
+                context.make_array(signature.args[k])(context, builder, args[k]).data for k in (0, 1, 2, 3, 8))
+            first, k0, a_at0, a_step, b0, ldb, n, ahead = (
+                context.cast(builder, args[k], signature.args[k], types.intp) for k in (4, 5, 6, 7, 9, 10, 11, 12))
+
+            def offset(ptr, t, plus):
+                return builder.add(builder.load(builder.gep(ptr, [builder.add(first, ir.Constant(i64, t))])), plus)
+
+            c_offs = [offset(c_offs_ptr, t, k0) for t in range(mr)]
+            a_offs = [offset(a_offs_ptr, t, a_at0) for t in range(mr)]
             i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
             prefetch = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
@@ -166,8 +172,23 @@ def _make_tile(mr, vectors=TILE_VECTORS):
     return tile
 
 
-_tile1, _tile2, _tile3, _tile4 = (_make_tile(mr) for mr in (1, 2, 3, 4))
+_tile1, _tile2, _tile3, _tile4, _tile5, _tile6 = (_make_tile(mr) for mr in (1, 2, 3, 4, 5, 6))
 _row_tile = _make_tile(1, ROW_TILE_VECTORS)
+
+
+@intrinsic
+def _prefetch(typingctx, a, offset):
+    """Hint the cache to load ``a.flat[offset]`` for writing (never faults, wherever it points)."""
+    def codegen(context, builder, signature, args):
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        at = builder.gep(data, [context.cast(builder, args[1], signature.args[1], types.intp)])
+        builder.call(fn, [builder.bitcast(at, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(a, offset), codegen
 
 
 # Rows of ``b`` per pass of the register tiles: a pass reads a contiguous
@@ -189,7 +210,7 @@ def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stre
     ``b`` is ``n`` rows of ``ldb`` from ``b0``. The product covers the whole
     tiles of columns ``[k_begin, k_end)``; the last ``(k_end - k_begin) % width``
     columns (``width`` of a tile) are the caller's. ``c_offs``/``a_offs`` are 1-D
-    of any length: rows go 4 at a time. ``stream_c`` picks the loop order for the
+    of any length: rows go ``TILE_ROWS`` at a time. ``stream_c`` picks the loop order for the
     operand that comes from memory: False reads ``b`` (the weights of the
     forward product) slab by slab with prefetch, True walks the rows of ``c``
     (the weight gradient of the outer update) from left to right. ``slab`` is the
@@ -198,27 +219,25 @@ def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stre
     width = TILE_VECTORS * 32 // c.itemsize  # 16 float32 or 8 float64 columns
     m = c_offs.size
     n_strips = (k_end - k_begin) // width
-    n_tiles = (m + 3) // 4
+    n_tiles = (m + TILE_ROWS - 1) // TILE_ROWS
     ahead = slab * ldb  # the same strip of the next slab: what the next pass reads
     if stream_c:
         # One row of c at a time, left to right, in wide tiles: 4-row tiles
         # interleave four write streams, which ran 1.9x slower from memory.
         wide = ROW_TILE_VECTORS * 32 // c.itemsize
         n_wide = (k_end - k_begin) // wide
+        line = 64 // c.itemsize
         for l0 in range(0, n, slab):
             depth = min(slab, n - l0)
             a_at = l0 * a_step
-            line = 64 // c.itemsize
             for t in range(m):
                 if t + C_AHEAD < m:  # the row C_AHEAD further down: a hint for the read-modify-write
                     for k in range(k_begin, k_end, line):
                         _prefetch(c, c_offs[t + C_AHEAD] + k)
                 for k0 in range(k_begin, k_begin + n_wide * wide, wide):
-                    _row_tile(c, c_offs[t] + k0, 0, 0, 0, a, a_offs[t] + a_at, 0, 0, 0,
-                              a_step, b, b0 + l0 * ldb + k0, ldb, depth, 0)
+                    _row_tile(c, c_offs, a, a_offs, t, k0, a_at, a_step, b, b0 + l0 * ldb + k0, ldb, depth, 0)
                 for k0 in range(k_begin + n_wide * wide, k_begin + n_strips * width, width):
-                    _tile1(c, c_offs[t] + k0, 0, 0, 0, a, a_offs[t] + a_at, 0, 0, 0,
-                           a_step, b, b0 + l0 * ldb + k0, ldb, depth, 0)
+                    _tile1(c, c_offs, a, a_offs, t, k0, a_at, a_step, b, b0 + l0 * ldb + k0, ldb, depth, 0)
         return
     for l0 in range(0, n, slab):
         depth = min(slab, n - l0)
@@ -226,37 +245,21 @@ def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stre
         # One loop over (strip, row tile); a helper function per tile, even
         # inlined, made LLVM spill the tile's addresses (3x slower).
         for x in range(n_strips * n_tiles):
-            s, k0 = 4 * (x % n_tiles), k_begin + width * (x // n_tiles)
+            s, k0 = TILE_ROWS * (x % n_tiles), k_begin + width * (x // n_tiles)
             b_at = b0 + l0 * ldb + k0
             left = m - s
-            if left >= 4:
-                _tile4(c, c_offs[s] + k0, c_offs[s + 1] + k0, c_offs[s + 2] + k0, c_offs[s + 3] + k0,
-                       a, a_offs[s] + a_at, a_offs[s + 1] + a_at, a_offs[s + 2] + a_at, a_offs[s + 3] + a_at,
-                       a_step, b, b_at, ldb, depth, ahead)
+            if left >= 6:
+                _tile6(c, c_offs, a, a_offs, s, k0, a_at, a_step, b, b_at, ldb, depth, ahead)
+            elif left == 5:
+                _tile5(c, c_offs, a, a_offs, s, k0, a_at, a_step, b, b_at, ldb, depth, ahead)
+            elif left == 4:
+                _tile4(c, c_offs, a, a_offs, s, k0, a_at, a_step, b, b_at, ldb, depth, ahead)
             elif left == 3:
-                _tile3(c, c_offs[s] + k0, c_offs[s + 1] + k0, c_offs[s + 2] + k0, 0,
-                       a, a_offs[s] + a_at, a_offs[s + 1] + a_at, a_offs[s + 2] + a_at, 0,
-                       a_step, b, b_at, ldb, depth, ahead)
+                _tile3(c, c_offs, a, a_offs, s, k0, a_at, a_step, b, b_at, ldb, depth, ahead)
             elif left == 2:
-                _tile2(c, c_offs[s] + k0, c_offs[s + 1] + k0, 0, 0,
-                       a, a_offs[s] + a_at, a_offs[s + 1] + a_at, 0, 0, a_step, b, b_at, ldb, depth, ahead)
+                _tile2(c, c_offs, a, a_offs, s, k0, a_at, a_step, b, b_at, ldb, depth, ahead)
             else:
-                _tile1(c, c_offs[s] + k0, 0, 0, 0, a, a_offs[s] + a_at, 0, 0, 0, a_step, b, b_at, ldb, depth, ahead)
-
-
-@intrinsic
-def _prefetch(typingctx, a, offset):
-    """Hint the cache to load ``a.flat[offset]`` (never faults, wherever it points)."""
-    def codegen(context, builder, signature, args):
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        at = builder.gep(data, [context.cast(builder, args[1], signature.args[1], types.intp)])
-        builder.call(fn, [builder.bitcast(at, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return types.void(a, offset), codegen
+                _tile1(c, c_offs, a, a_offs, s, k0, a_at, a_step, b, b_at, ldb, depth, ahead)
 
 
 # The threading layer's C symbols (``get_num_threads``, the chunk-size pair) are
