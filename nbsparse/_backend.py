@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from . import _threads
+from . import _hugepages, _threads
 from . import _validate as v
 
 HOST = "host"
@@ -144,7 +144,7 @@ class HostBackend:
 
     @staticmethod
     def zeros(shape, dtype):
-        return np.zeros(shape, dtype=dtype)
+        return _hugepages.zeros(shape, dtype)  # the gradients: fresh, often W-sized
 
     @staticmethod
     def copy(a, dtype):

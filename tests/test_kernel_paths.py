@@ -4,7 +4,7 @@ The kernels choose a path by the number of terms per weight block: a direct
 per-row loop when blocks are rarely reused, buckets of rows sub-grouped by block
 when they are, a bucketing by output block when ``oWin == 1`` (``grad_h``), and
 column then row slices when there are few buckets. The grouped paths run on
-register tiles (4 rows x 16 float32 / 8 float64 columns, 16-row slabs of the
+register tiles (6 rows x 16 float32 / 8 float64 columns, 16-row slabs of the
 weights; one-row tiles of 128 / 64 columns, 64 terms deep, for the outer
 update; 4 x 2 dot products for ``grad_h``) with scalar remainders. These cases
 are sized to land on each path and on every remainder of the tiles.
@@ -36,9 +36,9 @@ PATH_CASES = [
     # columns (150 = 128 + 16 + 6 = 2 * 64 + 2 * 8 + 6); 37 rows = 2 slabs + 5, odd for grad_h
     ProductCase("tile_remainders", batch=90, i_blocks=2, o_blocks=2, i_size=37, o_size=150, i_win=2,
                 o_win=2, seed=36),
-    # one block pair, 150 terms: more than one 64-term slab of the outer update, 4-row
-    # tiles and their 1-3 row remainders, column slices of the only bucket
-    ProductCase("deep_groups", batch=150, i_blocks=1, o_blocks=1, i_size=20, o_size=70, i_win=1,
+    # one block pair, 151 terms: more than one 64-term slab of the outer update, 6-row
+    # tiles and their 1-5 row remainders, 256-row slabs, row slices of the only bucket
+    ProductCase("deep_groups", batch=151, i_blocks=1, o_blocks=1, i_size=20, o_size=70, i_win=1,
                 o_win=1, seed=37),
     # blocks rarely reused: the direct per-row loops
     ProductCase("rarely_reused", batch=16, i_blocks=40, o_blocks=50, i_size=8, o_size=8, i_win=4, o_win=4,
