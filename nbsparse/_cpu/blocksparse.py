@@ -93,6 +93,24 @@ def _simd_lanes(dtype):
     return 32 // (dtype.bitwidth // 8)
 
 
+def _vector_ops(context, builder, dtype):
+    """``(lanes, vector type, alignment, fma)`` for the SIMD code of ``dtype`` (codegen helper)."""
+    lanes = _simd_lanes(dtype)
+    vector = ir.VectorType(context.get_value_type(dtype), lanes)
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{lanes}f{dtype.bitwidth}")
+    return lanes, vector, dtype.bitwidth // 8, fma
+
+
+def _emit_prefetch(builder, pointer, for_write):
+    """Emit a prefetch of ``pointer`` into every cache level (codegen helper; never faults)."""
+    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+    builder.call(fn, [builder.bitcast(pointer, i8p), ir.Constant(i32, int(for_write)), ir.Constant(i32, 3),
+                      ir.Constant(i32, 1)])
+
+
 def _make_tile(mr, vectors=TILE_VECTORS):
     """An intrinsic that adds an ``mr``-row register tile of a product into ``c``.
 
@@ -115,14 +133,7 @@ def _make_tile(mr, vectors=TILE_VECTORS):
         sig = types.void(c, c_offs, a, a_offs, s, k0, a_at, a_step, b, b0, ldb, n, ahead)
 
         def codegen(context, builder, signature, args):
-            dtype = signature.args[0].dtype
-            lanes = _simd_lanes(dtype)
-            scalar = context.get_value_type(dtype)
-            vector = ir.VectorType(scalar, lanes)
-            align = dtype.bitwidth // 8
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vector, [vector] * 3),
-                f"llvm.fma.v{lanes}f{dtype.bitwidth}")
+            lanes, vector, align, fma = _vector_ops(context, builder, signature.args[0].dtype)
             i64 = ir.IntType(64)
             c_ptr, c_offs_ptr, a_ptr, a_offs_ptr, b_ptr = (
                 context.make_array(signature.args[k])(context, builder, args[k]).data for k in (0, 1, 2, 3, 8))
@@ -134,9 +145,6 @@ def _make_tile(mr, vectors=TILE_VECTORS):
 
             c_offs = [offset(c_offs_ptr, t, k0) for t in range(mr)]
             a_offs = [offset(a_offs_ptr, t, a_at0) for t in range(mr)]
-            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-            prefetch = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
             # Accumulators live in allocas of the entry block: LLVM promotes them to registers.
             acc = [[cgutils.alloca_once_value(builder, ir.Constant(vector, [0.0] * lanes))
                     for _ in range(vectors)] for _ in range(mr)]
@@ -145,9 +153,7 @@ def _make_tile(mr, vectors=TILE_VECTORS):
             with cgutils.for_range(builder, n) as loop:
                 step = loop.index
                 b_row = builder.gep(b_ptr, [builder.add(b0, builder.mul(step, ldb))])
-                # read, keep in all cache levels, data
-                builder.call(prefetch, [builder.bitcast(builder.gep(b_row, [ahead]), i8p),
-                                        ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                _emit_prefetch(builder, builder.gep(b_row, [ahead]), for_write=False)
                 b_vecs = []
                 for v in range(vectors):
                     ptr = builder.bitcast(builder.gep(b_row, [ir.Constant(i64, v * lanes)]), vector.as_pointer())
@@ -180,12 +186,9 @@ _row_tile = _make_tile(1, ROW_TILE_VECTORS)
 def _prefetch(typingctx, a, offset):
     """Hint the cache to load ``a.flat[offset]`` for writing (never faults, wherever it points)."""
     def codegen(context, builder, signature, args):
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
         at = builder.gep(data, [context.cast(builder, args[1], signature.args[1], types.intp)])
-        builder.call(fn, [builder.bitcast(at, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        _emit_prefetch(builder, at, for_write=True)
         return context.get_dummy_value()
 
     return types.void(a, offset), codegen
@@ -271,8 +274,8 @@ _launch_threads()
 def _make_dot_tile(mr, nr):
     """An intrinsic that adds an ``mr x nr`` tile of dot products into ``c``.
 
-    ``dots(c, c0, c1, c2, c3, a, a0, lda, b, b0, b1, b2, b3, n)`` does, for
-    ``t < mr`` and ``v < nr``::
+    ``dots(c, c_offs, s, r, a, a0, lda, b, b_offs, n)`` does, for ``t < mr`` and
+    ``v < nr``, with ``c_t = c_offs[s + t] + r`` and ``b_t = b_offs[s + t]``::
 
         c.flat[c_t + v] += sum(a.flat[a0 + v * lda + k] * b.flat[b_t + k] for k < n - n % lanes)
 
@@ -283,27 +286,24 @@ def _make_dot_tile(mr, nr):
     bounds-checked.
     """
     @intrinsic
-    def dots(typingctx, c, c0, c1, c2, c3, a, a0, lda, b, b0, b1, b2, b3, n):
-        sig = types.void(c, c0, c1, c2, c3, a, a0, lda, b, b0, b1, b2, b3, n)
+    def dots(typingctx, c, c_offs, s, r, a, a0, lda, b, b_offs, n):
+        sig = types.void(c, c_offs, s, r, a, a0, lda, b, b_offs, n)
 
         def codegen(context, builder, signature, args):
-            dtype = signature.args[0].dtype
-            lanes = _simd_lanes(dtype)
-            scalar = context.get_value_type(dtype)
-            vector = ir.VectorType(scalar, lanes)
-            align = dtype.bitwidth // 8
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vector, [vector] * 3),
-                f"llvm.fma.v{lanes}f{dtype.bitwidth}")
+            lanes, vector, align, fma = _vector_ops(context, builder, signature.args[0].dtype)
 
             def intp(k):
                 return context.cast(builder, args[k], signature.args[k], types.intp)
 
-            c_ptr, a_ptr, b_ptr = (context.make_array(signature.args[k])(context, builder, args[k]).data
-                                   for k in (0, 5, 8))
-            c_offs = [intp(1 + t) for t in range(mr)]
-            b_offs = [intp(9 + t) for t in range(mr)]
-            a0, lda, n = intp(6), intp(7), intp(13)
+            c_ptr, c_offs_ptr, a_ptr, b_ptr, b_offs_ptr = (
+                context.make_array(signature.args[k])(context, builder, args[k]).data for k in (0, 1, 4, 7, 8))
+            first, r, a0, lda, n = intp(2), intp(3), intp(5), intp(6), intp(9)
+
+            def offset(ptr, t):
+                return builder.load(builder.gep(ptr, [builder.add(first, ir.Constant(first.type, t))]))
+
+            c_offs = [builder.add(offset(c_offs_ptr, t), r) for t in range(mr)]
+            b_offs = [offset(b_offs_ptr, t) for t in range(mr)]
             acc = [[cgutils.alloca_once_value(builder, ir.Constant(vector, [0.0] * lanes))
                     for _ in range(nr)] for _ in range(mr)]
             n_vectors = builder.sdiv(n, ir.Constant(n.type, lanes))
@@ -358,34 +358,26 @@ def _dot_rows(c, c_offs, a, a0, lda, n_rows, b, b_offs, n):
     lanes = 32 // c.itemsize
     m = c_offs.size
     for r in range(0, n_rows, 2):
-        two = r + 1 < n_rows
         ar = a0 + r * lda
         for s in range(0, m, 4):
-            left = m - s
-            if left >= 4:
-                if two:
-                    _dots42(c, c_offs[s] + r, c_offs[s + 1] + r, c_offs[s + 2] + r, c_offs[s + 3] + r,
-                            a, ar, lda, b, b_offs[s], b_offs[s + 1], b_offs[s + 2], b_offs[s + 3], n)
+            left = min(4, m - s)
+            if r + 1 < n_rows:
+                if left == 4:
+                    _dots42(c, c_offs, s, r, a, ar, lda, b, b_offs, n)
+                elif left == 3:
+                    _dots32(c, c_offs, s, r, a, ar, lda, b, b_offs, n)
+                elif left == 2:
+                    _dots22(c, c_offs, s, r, a, ar, lda, b, b_offs, n)
                 else:
-                    _dots41(c, c_offs[s] + r, c_offs[s + 1] + r, c_offs[s + 2] + r, c_offs[s + 3] + r,
-                            a, ar, lda, b, b_offs[s], b_offs[s + 1], b_offs[s + 2], b_offs[s + 3], n)
+                    _dots12(c, c_offs, s, r, a, ar, lda, b, b_offs, n)
+            elif left == 4:
+                _dots41(c, c_offs, s, r, a, ar, lda, b, b_offs, n)
             elif left == 3:
-                if two:
-                    _dots32(c, c_offs[s] + r, c_offs[s + 1] + r, c_offs[s + 2] + r, 0,
-                            a, ar, lda, b, b_offs[s], b_offs[s + 1], b_offs[s + 2], 0, n)
-                else:
-                    _dots31(c, c_offs[s] + r, c_offs[s + 1] + r, c_offs[s + 2] + r, 0,
-                            a, ar, lda, b, b_offs[s], b_offs[s + 1], b_offs[s + 2], 0, n)
+                _dots31(c, c_offs, s, r, a, ar, lda, b, b_offs, n)
             elif left == 2:
-                if two:
-                    _dots22(c, c_offs[s] + r, c_offs[s + 1] + r, 0, 0, a, ar, lda, b, b_offs[s], b_offs[s + 1], 0, 0, n)
-                else:
-                    _dots21(c, c_offs[s] + r, c_offs[s + 1] + r, 0, 0, a, ar, lda, b, b_offs[s], b_offs[s + 1], 0, 0, n)
+                _dots21(c, c_offs, s, r, a, ar, lda, b, b_offs, n)
             else:
-                if two:
-                    _dots12(c, c_offs[s] + r, 0, 0, 0, a, ar, lda, b, b_offs[s], 0, 0, 0, n)
-                else:
-                    _dots11(c, c_offs[s] + r, 0, 0, 0, a, ar, lda, b, b_offs[s], 0, 0, 0, n)
+                _dots11(c, c_offs, s, r, a, ar, lda, b, b_offs, n)
     c_flat, a_flat, b_flat = c.reshape(-1), a.reshape(-1), b.reshape(-1)
     for k0 in range(n - n % lanes, n):
         for t in range(m):
@@ -434,29 +426,7 @@ def _buckets(idx, n_blocks):
 
 
 @njit(cache=True)
-def _row_units(starts, n_rows):
-    """Work units ``(begin, end)`` into a bucket ``order``: each bucket, cut in slices when buckets are few.
-
-    A slice holds at most ``ceil(n_rows / _min_units())`` rows, so a single
-    bucket still spreads over every core.
-    """
-    min_units = _min_units()
-    size = max(1, (n_rows + min_units - 1) // min_units)
-    n_units = 0
-    for q in range(starts.size - 1):
-        n_units += (starts[q + 1] - starts[q] + size - 1) // size
-    units = np.empty((n_units, 2), np.intp)
-    u = 0
-    for q in range(starts.size - 1):
-        for s in range(starts[q], starts[q + 1], size):
-            units[u, 0] = s
-            units[u, 1] = min(s + size, starts[q + 1])
-            u += 1
-    return units
-
-
-@njit(cache=True)
-def _tile_units(starts, n_rows, n_cols, width, cut_columns):
+def _units(starts, n_rows, n_cols, width, cut_columns):
     """Work units ``(begin, end, k_begin, k_end)``: a bucket's rows ``order[begin:end]``, columns ``[k_begin, k_end)``.
 
     While there are fewer than ``_min_units()`` units, buckets are cut by
@@ -551,7 +521,7 @@ def gemv(o, W, h, input_idx, output_idx):
     order, starts = _buckets(output_idx, W.shape[1])
     # Cut the weights by columns when they outweigh the inputs (big_blocks), the
     # rows otherwise (h_softmax's class level: 2048 rows on one 512 x 256 block).
-    units = _tile_units(starts, batch * o_win, o_size, tile_cols, W.size >= h.size)
+    units = _units(starts, batch * o_win, o_size, tile_cols, W.size >= h.size)
     caller_chunksize = _set_chunksize(1)  # dynamic schedule: uneven units, shared cores
     for u in prange(units.shape[0]):
         rows = order[units[u, 0]:units[u, 1]]
@@ -733,7 +703,7 @@ def grad_h(dh, W, g, input_idx, output_idx):
         order, starts = _buckets(input_idx, i_blocks)
         fixed = input_idx.ravel()
         varying, n_varying, key_of = output_idx, o_blocks, i_win
-    units = _row_units(starts, batch * i_win)
+    units = _units(starts, batch * i_win, i_size, 1, False)  # rows only: column 0 to i_size
     caller_chunksize = _set_chunksize(1)  # dynamic schedule: uneven units, shared cores
     for u in prange(units.shape[0]):
         rows = order[units[u, 0]:units[u, 1]]
