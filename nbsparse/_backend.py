@@ -144,7 +144,25 @@ class HostBackend:
 
     @staticmethod
     def zeros(shape, dtype):
-        return _hugepages.zeros(shape, dtype)  # the gradients: fresh, often W-sized
+        return _hugepages.zeros(shape, dtype)  # the gradients: fresh, sometimes large
+
+    def weight_gradient(self, shape, x, y, x_idx, y_idx):
+        """A new ``shape`` array holding ``sum outer(x[b, i], y[b, j])`` at block ``(x_idx[b, i], y_idx[b, j])``.
+
+        On recycled huge pages when large. The kernel writes every block itself
+        (``clear``), so no separate zeroing pass runs over the ``W``-sized array,
+        unless most blocks get no term at all (tiny blocks): then a memset, whose
+        streaming stores skip the cache, zeroes them faster first.
+        """
+        kernels = self.kernels.blocksparse
+        one = x.dtype.type(1.0)
+        if x_idx.size * y_idx.shape[1] < kernels.MIN_TERMS_PER_BLOCK * shape[0] * shape[1]:
+            o = _hugepages.zeros(shape, x.dtype)
+            kernels.outer(o, x, y, x_idx, y_idx, one, False)
+        else:
+            o = _hugepages.empty(shape, x.dtype)
+            kernels.outer(o, x, y, x_idx, y_idx, one, True)
+        return o
 
     @staticmethod
     def copy(a, dtype):

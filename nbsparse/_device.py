@@ -174,6 +174,12 @@ class DeviceBackend:
         _cuda.arrays.fill(out, 0, stream=self.stream)
         return out
 
+    def weight_gradient(self, shape, x, y, x_idx, y_idx):
+        """A new ``shape`` array holding ``sum outer(x[b, i], y[b, j])`` at block ``(x_idx[b, i], y_idx[b, j])``."""
+        o = self.empty(shape, x.dtype)
+        self.kernels.blocksparse.outer(o, x, y, x_idx, y_idx, x.dtype.type(1.0), True)
+        return o
+
     def copy(self, a, dtype):
         out = self.empty(a.shape, dtype)
         if out.size:

@@ -127,15 +127,16 @@ def _dot(backend, dtype, W, h, input_idx, b, output_idx):
     return o
 
 
-def _dot_grad_into(backend, dW, dh, db, grad_output, W, h, input_idx, output_idx):
-    """Accumulate the ``sparse_block_dot`` gradients into ``dW``, ``dh``, ``db``.
+def _dot_grads(backend, dh, db, grad_output, W, h, input_idx, output_idx):
+    """The new ``W`` gradient of ``sparse_block_dot``; its ``h`` and ``b`` gradients are added into ``dh``, ``db``.
 
-    All arguments are validated and normalised (floats of ``dW.dtype``, ``intp`` indices).
+    All arguments are validated and normalised (floats of ``dh.dtype``, ``intp`` indices).
     """
+    dW = backend.weight_gradient(W.shape, h, grad_output, input_idx, output_idx)
     kernels = backend.kernels.blocksparse
-    kernels.outer(dW, h, grad_output, input_idx, output_idx, dW.dtype.type(1.0))
     kernels.grad_h(dh, W, grad_output, input_idx, output_idx)
     kernels.bias_grad(db, grad_output, output_idx)
+    return dW
 
 
 def sparse_block_gemv(o, W, h, input_idx, output_idx, *, inplace=False):
@@ -338,7 +339,7 @@ def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False, deter
     out = _writable_result(backend, dtype, o, inplace, (x, y, x_idx, y_idx))
     backend.kernels.blocksparse.outer(
         out, backend.floats(dtype, x), backend.floats(dtype, y),
-        backend.indices(x_idx), backend.indices(y_idx), dtype.type(alpha),
+        backend.indices(x_idx), backend.indices(y_idx), dtype.type(alpha), False,
     )
     if inplace:
         backend.write_back(o, out)
@@ -400,8 +401,8 @@ def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, determ
     dtype = check_dot_grad(grad_output, W, h, input_idx, b, output_idx)
     _check_product_ranges(backend, W, input_idx, output_idx)
 
-    dW, dh, db = (backend.zeros(a.shape, dtype) for a in (W, h, b))
-    _dot_grad_into(backend, dW, dh, db, backend.floats(dtype, grad_output),
-                   backend.floats(dtype, W), backend.floats(dtype, h),
-                   backend.indices(input_idx), backend.indices(output_idx))
+    dh, db = backend.zeros(h.shape, dtype), backend.zeros(b.shape, dtype)
+    dW = _dot_grads(backend, dh, db, backend.floats(dtype, grad_output),
+                    backend.floats(dtype, W), backend.floats(dtype, h),
+                    backend.indices(input_idx), backend.indices(output_idx))
     return SparseBlockDotGrad(backend.wrap(dW), backend.wrap(dh), backend.wrap(db))

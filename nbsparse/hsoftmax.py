@@ -13,7 +13,7 @@ import numpy as np
 from . import _validate as v
 from ._backend import dask_module, select
 from ._results import HSoftmaxGrad
-from .blocksparse import _dot, _dot_grad_into
+from .blocksparse import _dot, _dot_grads
 from .softmax import softmax_rows
 
 
@@ -322,14 +322,12 @@ def _backward_through_products(backend, p, d_class, d_slot, x, W1, b1, W2):
     (full mode) or ``(batch, K)`` (the target's class only).
     """
     dx = backend.zeros(p.h.shape, p.dtype)
-    dW1 = backend.zeros(p.W1.shape, p.dtype)
     db1 = backend.zeros(p.b1.shape, p.dtype)
-    dW2 = backend.zeros(p.W2.shape, p.dtype)
     db2 = backend.zeros(p.b2.shape, p.dtype)
-    _dot_grad_into(backend, dW1, dx, db1, d_class.reshape(p.batch, 1, p.n_classes),
-                   p.W1, p.h, p.first_block, p.first_block)
-    _dot_grad_into(backend, dW2, dx, db2, d_slot.reshape(p.batch, p.class_idx.shape[1], p.K),
-                   p.W2, p.h, p.first_block, p.class_idx)
+    dW1 = _dot_grads(backend, dx, db1, d_class.reshape(p.batch, 1, p.n_classes),
+                     p.W1, p.h, p.first_block, p.first_block)
+    dW2 = _dot_grads(backend, dx, db2, d_slot.reshape(p.batch, p.class_idx.shape[1], p.K),
+                     p.W2, p.h, p.first_block, p.class_idx)
     return HSoftmaxGrad(*(backend.wrap(a) for a in (
         dx.reshape(x.shape), dW1.reshape(W1.shape), db1.reshape(b1.shape),
         dW2.reshape(W2.shape), db2,

@@ -116,7 +116,7 @@ def test_outer_matches_cpu(rng, dtype, deterministic):
     o, x, y, x_idx, y_idx, alpha = outer_args(rng, dtype)
     d_o = cuda.to_device(o)
     blocksparse.outer(d_o, *dev(x, y, x_idx, y_idx), alpha, deterministic=deterministic)
-    _cpu.blocksparse.outer(o, x, y, x_idx, y_idx, alpha)
+    _cpu.blocksparse.outer(o, x, y, x_idx, y_idx, alpha, False)
     close(d_o.copy_to_host(), o, dtype)
 
 
@@ -214,7 +214,7 @@ def test_launchers_take_a_stream(rng):
     d_o = cuda.to_device(o)
     blocksparse.outer(d_o, *dev(x, y, x_idx, y_idx), alpha, stream=stream, deterministic=True)
     stream.synchronize()
-    _cpu.blocksparse.outer(o, x, y, x_idx, y_idx, alpha)
+    _cpu.blocksparse.outer(o, x, y, x_idx, y_idx, alpha, False)
     close(d_o.copy_to_host(), o, np.float64)
     rows = rng.standard_normal((2, 5))
     d_out = cuda.device_array_like(rows)

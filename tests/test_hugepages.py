@@ -29,3 +29,90 @@ def test_large_arrays_are_aligned_to_huge_pages_and_independent():
 def test_small_arrays_are_plain_numpy():
     a = _hugepages.zeros((4, 4), np.float32)
     assert a.flags.owndata
+
+
+needs_mappings = pytest.mark.skipif(not _hugepages._SUPPORTED, reason="huge-page mappings are Linux only")
+LARGE = (_hugepages.MIN_BYTES // 8 + 3,)  # float64: just above MIN_BYTES
+
+
+@pytest.fixture
+def empty_cache(monkeypatch):
+    monkeypatch.delenv(_hugepages.CACHE_LIMIT_VARIABLE, raising=False)
+    _hugepages.free_cached_memory()
+    yield
+    _hugepages.free_cached_memory()
+
+
+@needs_mappings
+def test_a_dropped_array_is_recycled_and_zeros_clears_it(empty_cache):
+    a = _hugepages.empty(LARGE, np.float64)
+    address = a.ctypes.data
+    a[:] = np.nan
+    del a
+    assert _hugepages.cached_bytes() >= _hugepages.MIN_BYTES
+    b = _hugepages.zeros(LARGE, np.float64)
+    assert b.ctypes.data == address  # the same mapping, cleared
+    assert not b.any()
+    assert _hugepages.cached_bytes() == 0
+
+
+@needs_mappings
+def test_a_mapping_is_not_recycled_while_a_view_of_it_lives(empty_cache):
+    a = _hugepages.empty(LARGE, np.float64)
+    a[:] = 3.0
+    view = a[5:10]
+    del a
+    assert _hugepages.cached_bytes() == 0
+    b = _hugepages.empty(LARGE, np.float64)
+    b[:] = -1.0
+    assert not np.shares_memory(b, view)
+    np.testing.assert_array_equal(view, 3.0)
+    del view
+    assert _hugepages.cached_bytes() >= _hugepages.MIN_BYTES
+
+
+@needs_mappings
+def test_free_cached_memory_unmaps_and_reports_bytes(empty_cache):
+    a = _hugepages.empty(LARGE, np.float64)
+    del a
+    held = _hugepages.cached_bytes()
+    assert held >= _hugepages.MIN_BYTES
+    assert _hugepages.free_cached_memory() == held
+    assert _hugepages.cached_bytes() == 0
+
+
+@needs_mappings
+def test_a_zero_limit_turns_recycling_off(empty_cache, monkeypatch):
+    monkeypatch.setenv(_hugepages.CACHE_LIMIT_VARIABLE, "0")
+    a = _hugepages.empty(LARGE, np.float64)
+    del a
+    assert _hugepages.cached_bytes() == 0
+
+
+@needs_mappings
+def test_a_malformed_limit_is_a_clear_error(empty_cache, monkeypatch):
+    monkeypatch.setenv(_hugepages.CACHE_LIMIT_VARIABLE, "lots")
+    with pytest.raises(ValueError, match=_hugepages.CACHE_LIMIT_VARIABLE):
+        _hugepages.empty(LARGE, np.float64)
+
+
+@needs_mappings
+def test_gradients_written_into_recycled_memory_hold_nothing_of_it(empty_cache):
+    # W is above MIN_BYTES, so its gradient lands on the mapping poisoned with NaN here.
+    import nbsparse as nbs
+    from nbsparse import _reference
+
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((6, 5, 96, 64)).astype(np.float32)  # 7.4 MB
+    h = rng.standard_normal((40, 2, 96)).astype(np.float32)
+    g = rng.standard_normal((40, 1, 64)).astype(np.float32)
+    b = np.zeros((5, 64), np.float32)
+    input_idx, output_idx = rng.integers(0, 6, (40, 2)), rng.integers(0, 4, (40, 1))  # block column 4 idle
+    poison = _hugepages.empty(W.shape, np.float32)
+    poison[...] = np.nan
+    address = poison.ctypes.data
+    del poison
+    got = nbs.sparse_block_dot_grad(g, W, h, input_idx, b, output_idx)
+    assert got.W.ctypes.data == address
+    want = _reference.sparse_block_dot_grad(g, W, h, input_idx, b, output_idx)
+    np.testing.assert_allclose(got.W, want.W, rtol=1e-5, atol=1e-5)

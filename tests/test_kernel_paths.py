@@ -17,7 +17,7 @@ from cases import ProductCase
 from helpers import FLOAT_DTYPES, assert_matches
 
 import nbsparse as nbs
-from nbsparse import _reference
+from nbsparse import _cpu, _reference
 
 PATH_CASES = [
     # many terms per block, sizes that leave remainders (33 rows: r tail; 40 >= 32: unrolled loops)
@@ -45,9 +45,14 @@ PATH_CASES = [
                 seed=35),
 ]
 
+# Some y blocks without a single row: with ``clear`` the outer update still zeroes them.
+IDLE_CASE = ProductCase("idle_blocks", batch=12, i_blocks=3, o_blocks=9, i_size=21, o_size=140, i_win=2,
+                        o_win=1, seed=38)
+
+
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize("case", PATH_CASES, ids=str)
+@pytest.mark.parametrize("case", [*PATH_CASES, IDLE_CASE], ids=str)
 def test_every_op_matches_reference(case, dtype):
     a = case.make(dtype)
     assert_matches(nbs.sparse_block_gemv(*a.gemv()), _reference.sparse_block_gemv(*a.gemv()), dtype)
@@ -59,12 +64,33 @@ def test_every_op_matches_reference(case, dtype):
         assert_matches(getattr(got, name), getattr(want, name), dtype)
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("case", [*PATH_CASES, IDLE_CASE], ids=str)
+def test_outer_with_clear_ignores_what_the_output_held(case, dtype):
+    # The weight gradients are written into recycled memory: with ``clear`` nothing
+    # of the old contents (NaN here) may survive, in touched or untouched blocks.
+    a = case.make(dtype)
+    _, x, y, x_idx, y_idx = a.outer()
+    out = np.full(a.W.shape, np.nan, dtype)
+    _cpu.blocksparse.outer(out, x, y, x_idx.astype(np.intp), y_idx.astype(np.intp), dtype(0.75), True)
+    want = _reference.sparse_block_outer(np.zeros(a.W.shape, dtype), x, y, x_idx, y_idx, alpha=0.75)
+    assert_matches(out, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_outer_with_clear_and_no_terms_zeroes_everything(dtype):
+    out = np.full((2, 3, 4, 5), np.nan, dtype)
+    x, y = np.zeros((0, 1, 4), dtype), np.zeros((0, 2, 5), dtype)
+    _cpu.blocksparse.outer(out, x, y, np.zeros((0, 1), np.intp), np.zeros((0, 2), np.intp), dtype(1), True)
+    np.testing.assert_array_equal(out, 0)
+
+
 def _all_results(a):
     grads = nbs.sparse_block_dot_grad(*a.dot_grad())
     return [nbs.sparse_block_dot(*a.dot()), nbs.sparse_block_outer(*a.outer()), *grads]
 
 
-@pytest.mark.parametrize("case", PATH_CASES, ids=str)
+@pytest.mark.parametrize("case", [*PATH_CASES, IDLE_CASE], ids=str)
 def test_results_are_bitwise_identical_run_to_run_and_for_any_thread_count(case):
     a = case.make(np.float32)
     first = _all_results(a)

@@ -111,8 +111,8 @@ def _emit_prefetch(builder, pointer, for_write):
                       ir.Constant(i32, 1)])
 
 
-def _make_tile(mr, vectors=TILE_VECTORS):
-    """An intrinsic that adds an ``mr``-row register tile of a product into ``c``.
+def _make_tile(mr, vectors=TILE_VECTORS, accumulate=True):
+    """An intrinsic that adds (or with ``accumulate=False`` stores) an ``mr``-row register tile of a product into ``c``.
 
     ``tile(c, c_offs, a, a_offs, s, k0, a_at, a_step, b, b0, ldb, n, ahead)`` does,
     for ``t < mr`` and ``k`` below the tile width, with ``c_t = c_offs[s + t] + k0``
@@ -127,6 +127,7 @@ def _make_tile(mr, vectors=TILE_VECTORS):
     ``intp`` arrays. Nothing is bounds-checked: the caller keeps every access
     inside the arrays. The sum runs over ``l`` in order (fused multiply-adds), and
     each row is added to ``c`` after the previous one, so repeated ``c_t`` add up.
+    Without ``accumulate`` the sums replace ``c`` (``c``'s old values are not read).
     """
     @intrinsic
     def tile(typingctx, c, c_offs, a, a_offs, s, k0, a_at, a_step, b, b0, ldb, n, ahead):
@@ -169,7 +170,9 @@ def _make_tile(mr, vectors=TILE_VECTORS):
                 c_row = builder.gep(c_ptr, [c_offs[t]])
                 for v in range(vectors):
                     ptr = builder.bitcast(builder.gep(c_row, [ir.Constant(i64, v * lanes)]), vector.as_pointer())
-                    total = builder.fadd(builder.load(ptr, align=align), builder.load(acc[t][v]))
+                    total = builder.load(acc[t][v])
+                    if accumulate:
+                        total = builder.fadd(builder.load(ptr, align=align), total)
                     builder.store(total, ptr, align=align)
             return context.get_dummy_value()
 
@@ -180,6 +183,8 @@ def _make_tile(mr, vectors=TILE_VECTORS):
 
 _tile1, _tile2, _tile3, _tile4, _tile5, _tile6 = (_make_tile(mr) for mr in (1, 2, 3, 4, 5, 6))
 _row_tile = _make_tile(1, ROW_TILE_VECTORS)
+_tile1_store = _make_tile(1, accumulate=False)
+_row_tile_store = _make_tile(1, ROW_TILE_VECTORS, accumulate=False)
 
 
 @intrinsic
@@ -207,7 +212,7 @@ DEEP_TILE_DEPTH = 256
 
 
 @njit(cache=True)
-def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stream_c, slab):
+def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stream_c, slab, overwrite):
     """``c`` rows at ``c_offs[t]`` += ``a`` rows at ``a_offs[t]`` (step ``a_step``) times ``b``, by register tiles.
 
     ``b`` is ``n`` rows of ``ldb`` from ``b0``. The product covers the whole
@@ -217,7 +222,9 @@ def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stre
     operand that comes from memory: False reads ``b`` (the weights of the
     forward product) slab by slab with prefetch, True walks the rows of ``c``
     (the weight gradient of the outer update) from left to right. ``slab`` is the
-    number of rows of ``b`` (terms) per pass.
+    number of rows of ``b`` (terms) per pass. With ``overwrite`` (``stream_c``
+    only) the first pass stores its sums instead of adding them: ``c``'s old
+    values in the tiles are never read.
     """
     width = TILE_VECTORS * 32 // c.itemsize  # 16 float32 or 8 float64 columns
     m = c_offs.size
@@ -233,14 +240,21 @@ def _tile_rows(c, c_offs, a, a_offs, a_step, b, b0, ldb, n, k_begin, k_end, stre
         for l0 in range(0, n, slab):
             depth = min(slab, n - l0)
             a_at = l0 * a_step
+            store = overwrite and l0 == 0
             for t in range(m):
                 if t + C_AHEAD < m:  # the row C_AHEAD further down: a hint for the read-modify-write
                     for k in range(k_begin, k_end, line):
                         _prefetch(c, c_offs[t + C_AHEAD] + k)
                 for k0 in range(k_begin, k_begin + n_wide * wide, wide):
-                    _row_tile(c, c_offs, a, a_offs, t, k0, a_at, a_step, b, b0 + l0 * ldb + k0, ldb, depth, 0)
+                    if store:
+                        _row_tile_store(c, c_offs, a, a_offs, t, k0, a_at, a_step, b, b0 + k0, ldb, depth, 0)
+                    else:
+                        _row_tile(c, c_offs, a, a_offs, t, k0, a_at, a_step, b, b0 + l0 * ldb + k0, ldb, depth, 0)
                 for k0 in range(k_begin + n_wide * wide, k_begin + n_strips * width, width):
-                    _tile1(c, c_offs, a, a_offs, t, k0, a_at, a_step, b, b0 + l0 * ldb + k0, ldb, depth, 0)
+                    if store:
+                        _tile1_store(c, c_offs, a, a_offs, t, k0, a_at, a_step, b, b0 + k0, ldb, depth, 0)
+                    else:
+                        _tile1(c, c_offs, a, a_offs, t, k0, a_at, a_step, b, b0 + l0 * ldb + k0, ldb, depth, 0)
         return
     for l0 in range(0, n, slab):
         depth = min(slab, n - l0)
@@ -548,7 +562,7 @@ def gemv(o, W, h, input_idx, output_idx):
             t = terms[s, 0]
             p = input_idx[t // o_win, terms[s, 1]]
             _tile_rows(o, o_offs[s:e], h, h_offs[s:e], 1, W, (p * W.shape[1] + q) * i_size * o_size,
-                       o_size, i_size, k_begin, k_end, False, slab)
+                       o_size, i_size, k_begin, k_end, False, slab, False)
             for k in range(k_end - (k_end - k_begin) % tile_cols, k_end):
                 for n in range(s, e):
                     t = terms[n, 0]
@@ -574,39 +588,61 @@ def set_bias(o, bias, output_idx):
 # --------------------------------------------------------------------------- outer
 
 
+@njit(cache=True)
+def _clear_rows(o, p, q, r0, r1):
+    """``o[p, q, r0:r1] = 0``."""
+    zero = o.dtype.type(0)
+    for r in range(r0, r1):
+        for k in range(o.shape[3]):
+            o[p, q, r, k] = zero
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def outer(o, x, y, x_idx, y_idx, alpha):
+def outer(o, x, y, x_idx, y_idx, alpha, clear):
     """In place: ``o[x_idx[b, i], y_idx[b, j]] += alpha * outer(x[b, i], y[b, j])``.
+
+    With ``clear``, ``o``'s previous contents are ignored, as if it were zeros:
+    the first pass over a block stores its sums instead of adding them, and the
+    blocks no term reaches are zeroed, so a new weight gradient needs no
+    zeroing pass of its own. (Buckets of few terms zero their rows first.)
 
     Rows ``(b, j)`` are bucketed by ``y`` block ``q``; a unit is a bucket and a range
     of block rows ``r``, and owns ``o[:, q, r0:r1]``: repeated block pairs never race.
     """
     batch, x_win, x_size = x.shape
     y_win, y_size = y.shape[1], y.shape[2]
-    x_blocks = o.shape[0]
+    x_blocks, y_blocks = o.shape[0], o.shape[1]
     tile_cols = TILE_VECTORS * 32 // o.itemsize
     if batch * x_win * y_win == 0 or x_size == 0:
+        if clear:
+            for u in prange(x_blocks * y_blocks):
+                _clear_rows(o, u // y_blocks, u % y_blocks, 0, x_size)
         return
-    order, starts = _buckets(y_idx, o.shape[1])
+    order, starts = _buckets(y_idx, y_blocks)
     n_busy = 0
-    for q in range(o.shape[1]):
+    for q in range(y_blocks):
         n_busy += starts[q + 1] > starts[q]
     n_slices = min(x_size, max(1, (_min_units() + n_busy - 1) // n_busy))
     slice_rows = (x_size + n_slices - 1) // n_slices
     n_slices = (x_size + slice_rows - 1) // slice_rows
-    busy = np.empty(n_busy, np.intp)
+    # The y blocks with units: those with rows, and with ``clear`` the idle ones too (zeroed only).
+    n_columns = y_blocks if clear else n_busy
+    columns = np.empty(n_columns, np.intp)
     n = 0
-    for q in range(o.shape[1]):
-        if starts[q + 1] > starts[q]:
-            busy[n] = q
+    for q in range(y_blocks):
+        if clear or starts[q + 1] > starts[q]:
+            columns[n] = q
             n += 1
     caller_chunksize = _set_chunksize(1)  # dynamic schedule: uneven units, shared cores
-    for u in prange(n_busy * n_slices):
-        q = busy[u // n_slices]
+    for u in prange(n_columns * n_slices):
+        q = columns[u // n_slices]
         r0 = (u % n_slices) * slice_rows
         r1 = min(r0 + slice_rows, x_size)
         rows = order[starts[q]:starts[q + 1]]
         if rows.size * x_win < MIN_TERMS_PER_BLOCK * x_blocks:
+            if clear:
+                for p in range(x_blocks):
+                    _clear_rows(o, p, q, r0, r1)
             # Scalar indexing only: a view per term costs two atomic reference-count updates.
             for t in rows:
                 b, j = t // y_win, t % y_win
@@ -634,17 +670,19 @@ def outer(o, x, y, x_idx, y_idx, alpha):
         for p in range(x_blocks):
             s, e = groups[p], groups[p + 1]
             if s == e:
+                if clear:
+                    _clear_rows(o, p, q, r0, r1)
                 continue
             block = (p * o.shape[1] + q) * x_size * y_size
             o_offs = block + (r0 + x_cols) * y_size
             _tile_rows(o, o_offs, xs, x_cols + s * width, width, ys, s * y_size, y_size, e - s, 0, y_size,
-                       True, ROW_TILE_DEPTH)
+                       True, ROW_TILE_DEPTH, clear)
             for r in range(width):
                 for k in range(y_size - y_size % tile_cols, y_size):
                     acc = o.dtype.type(0)
                     for n in range(s, e):
                         acc += xs[n, r] * ys[n, k]
-                    o[p, q, r0 + r, k] += acc
+                    o[p, q, r0 + r, k] = acc if clear else o[p, q, r0 + r, k] + acc
     _set_chunksize(caller_chunksize)
 
 

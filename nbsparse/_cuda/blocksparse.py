@@ -18,7 +18,7 @@ import functools
 import numpy as np
 from numba import cuda
 
-from . import launch
+from . import arrays, launch
 
 
 @launch.kernel
@@ -234,13 +234,15 @@ def set_bias(o, bias, output_idx, *, stream=0):
     _set_bias[launch.blocks_for(o.size), launch.threads(), stream](o, bias, output_idx)
 
 
-def outer(o, x, y, x_idx, y_idx, alpha, *, stream=0, deterministic=False):
+def outer(o, x, y, x_idx, y_idx, alpha, clear=False, *, stream=0, deterministic=False):
     """Same contract as ``_cpu.blocksparse.outer``; all arrays are device arrays.
 
-    ``deterministic=True`` trades the atomics for a host-side sort of the block
-    pairs (one copy of the indices to the host and a synchronisation), giving
-    bit-identical results run to run.
+    ``clear`` zeroes ``o`` first. ``deterministic=True`` trades the atomics for a
+    host-side sort of the block pairs (one copy of the indices to the host and a
+    synchronisation), giving bit-identical results run to run.
     """
+    if clear:
+        arrays.fill(o, 0, stream=stream)
     batch, x_win, x_size = x.shape
     y_win, y_size = y.shape[1], y.shape[2]
     if batch * x_win * y_win * x_size * y_size == 0:
