@@ -140,7 +140,7 @@ class HostBackend:
 
     @staticmethod
     def empty(shape, dtype):
-        return np.empty(shape, dtype=dtype)
+        return _hugepages.empty(shape, dtype)  # large results and temporaries: recycled mappings
 
     @staticmethod
     def zeros(shape, dtype):

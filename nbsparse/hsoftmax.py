@@ -10,6 +10,7 @@ that no target selects.
 
 import numpy as np
 
+from . import _hugepages
 from . import _validate as v
 from ._backend import dask_module, select
 from ._results import HSoftmaxGrad
@@ -71,9 +72,10 @@ class _Problem:
         in place (no transposed copy, unlike ``tensordot``).
         """
         x = self.h.reshape(self.batch, self.n_in)
+        a_slot = _hugepages.empty((self.n_classes, self.batch, self.K), self.dtype)
         with np.errstate(all="ignore"):  # NaN and inf propagate, as in the kernels: no warning
-            return (x @ self.W1.reshape(self.n_in, self.n_classes),
-                    np.matmul(x, self.W2.reshape(self.n_classes, self.n_in, self.K)))
+            np.matmul(x, self.W2.reshape(self.n_classes, self.n_in, self.K), out=a_slot)
+            return x @ self.W1.reshape(self.n_in, self.n_classes), a_slot
 
     def _softmax(self, rows):
         out = self.backend.empty(rows.shape, self.dtype)
@@ -492,7 +494,7 @@ def _dense_full_grad(p, kernels, g, x, W1, b1, W2):
     """``h_softmax_grad`` in full mode on the host: BLAS products around one fused kernel."""
     a_class, a_slot = p.dense_products()
     d_class = np.empty(a_class.shape, p.dtype)
-    d_slot = np.empty(a_slot.shape, p.dtype)  # (C, batch, K)
+    d_slot = _hugepages.empty(a_slot.shape, p.dtype)  # (C, batch, K)
     kernels.full_dense_backward(g, a_class, p.b1.reshape(-1), a_slot, p.b2, d_class, d_slot)
     xs = p.h.reshape(p.batch, p.n_in)
     W1s = p.W1.reshape(p.n_in, p.n_classes)
@@ -503,4 +505,5 @@ def _dense_full_grad(p, kernels, g, x, W1, b1, W2):
             dx += d_slot[c] @ W2s[c].T
         return HSoftmaxGrad(dx.reshape(x.shape), (xs.T @ d_class).reshape(W1.shape),
                             d_class.sum(axis=0).reshape(b1.shape),
-                            np.matmul(xs.T, d_slot).reshape(W2.shape), d_slot.sum(axis=1))
+                            np.matmul(xs.T, d_slot, out=_hugepages.empty(W2.shape, p.dtype)),
+                            d_slot.sum(axis=1))

@@ -5,8 +5,9 @@ per-row loop when blocks are rarely reused, buckets of rows sub-grouped by block
 when they are, a bucketing by output block when ``oWin == 1`` (``grad_h``), and
 column then row slices when there are few buckets. The grouped paths run on
 register tiles (6 rows x 16 float32 / 8 float64 columns, 16-row slabs of the
-weights; one-row tiles of 128 / 64 columns, 64 terms deep, for the outer
-update; 4 x 2 dot products for ``grad_h``) with scalar remainders. These cases
+weights; for the outer update of a block pair with fewer than 64 terms,
+one-row tiles of 128 / 64 columns; 4 x 2 dot products for ``grad_h``) with
+scalar remainders. These cases
 are sized to land on each path and on every remainder of the tiles.
 """
 
@@ -32,12 +33,17 @@ PATH_CASES = [
     # a single bucket, cut into row slices (and outer into block-row slices)
     ProductCase("one_bucket", batch=200, i_blocks=1, o_blocks=1, i_size=5, o_size=6, i_win=1, o_win=1,
                 seed=34),
-    # wide rows: outer's 128/64-column row tiles, then 16/8-column tiles, then scalar
-    # columns (150 = 128 + 16 + 6 = 2 * 64 + 2 * 8 + 6); 37 rows = 2 slabs + 5, odd for grad_h
+    # wide rows, 16/8-column tiles then scalar columns (150 = 9 * 16 + 6 = 18 * 8 + 6);
+    # 37 rows = 2 slabs + 5, odd for grad_h; ~90 terms per block pair: the outer
+    # update's 6-row tiles
     ProductCase("tile_remainders", batch=90, i_blocks=2, o_blocks=2, i_size=37, o_size=150, i_win=2,
                 o_win=2, seed=36),
-    # one block pair, 151 terms: more than one 64-term slab of the outer update, 6-row
-    # tiles and their 1-5 row remainders, 256-row slabs, row slices of the only bucket
+    # ~40 terms per block pair: the outer update's one-row tiles of 128/64 columns,
+    # then 16/8-column tiles, then scalar columns (150 = 128 + 16 + 6 = 2 * 64 + 2 * 8 + 6)
+    ProductCase("row_tile_remainders", batch=40, i_blocks=2, o_blocks=2, i_size=37, o_size=150, i_win=2,
+                o_win=2, seed=39),
+    # one block pair, 151 terms: 6-row tiles and their 1-5 row remainders, 256-row
+    # slabs, row slices of the only bucket
     ProductCase("deep_groups", batch=151, i_blocks=1, o_blocks=1, i_size=20, o_size=70, i_win=1,
                 o_win=1, seed=37),
     # blocks rarely reused: the direct per-row loops
