@@ -166,8 +166,10 @@ class HostBackend:
 
     @staticmethod
     def copy(a, dtype):
-        """A new C-contiguous ``dtype`` copy of ``a`` that the kernels may write into."""
-        return np.array(a, dtype=dtype, order="C", copy=True)
+        """A new C-contiguous ``dtype`` copy of ``a`` that the kernels may write into (recycled memory when large)."""
+        out = _hugepages.empty(a.shape, dtype)
+        out[...] = a
+        return out
 
     @staticmethod
     def is_writeable(a):
