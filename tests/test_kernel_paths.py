@@ -6,7 +6,7 @@ when they are, a bucketing by output block when ``oWin == 1`` (``grad_h``), and
 column then row slices when there are few buckets. The grouped paths run on
 register tiles (6 rows x 16 float32 / 8 float64 columns, 16-row slabs of the
 weights; for the outer update of a block pair with fewer than 64 terms,
-one-row tiles of 128 / 64 columns; 4 x 2 dot products for ``grad_h``) with
+one-row tiles of 64 / 32 columns; 4 x 3 dot products for ``grad_h``) with
 scalar remainders. These cases
 are sized to land on each path and on every remainder of the tiles.
 """
@@ -38,8 +38,8 @@ PATH_CASES = [
     # update's 6-row tiles
     ProductCase("tile_remainders", batch=90, i_blocks=2, o_blocks=2, i_size=37, o_size=150, i_win=2,
                 o_win=2, seed=36),
-    # ~40 terms per block pair: the outer update's one-row tiles of 128/64 columns,
-    # then 16/8-column tiles, then scalar columns (150 = 128 + 16 + 6 = 2 * 64 + 2 * 8 + 6)
+    # ~40 terms per block pair: the outer update's one-row tiles of 64/32 columns,
+    # then 16/8-column tiles, then scalar columns (150 = 2 * 64 + 16 + 6 = 4 * 32 + 2 * 8 + 6)
     ProductCase("row_tile_remainders", batch=40, i_blocks=2, o_blocks=2, i_size=37, o_size=150, i_win=2,
                 o_win=2, seed=39),
     # one block pair, 151 terms: 6-row tiles and their 1-5 row remainders, 256-row

@@ -78,7 +78,7 @@ TILE_VECTORS = 2  # SIMD vectors per tile row
 TILE_ROWS = 6  # rows per tile: 12 accumulators, 2 loads and 6 broadcasts per 12 FMAs
 
 # Row tiles for a ``c`` streamed from memory (the outer update): one row of
-# ``ROW_TILE_VECTORS`` vectors (128 float32 / 64 float64 columns) per tile, the
+# ``ROW_TILE_VECTORS`` vectors (64 float32 / 32 float64 columns) per tile, the
 # sum taken ``ROW_TILE_DEPTH`` terms at a time.
 ROW_TILE_VECTORS = 8
 ROW_TILE_DEPTH = 64
