@@ -149,19 +149,22 @@ class HostBackend:
     def weight_gradient(self, shape, x, y, x_idx, y_idx):
         """A new ``shape`` array holding ``sum outer(x[b, i], y[b, j])`` at block ``(x_idx[b, i], y_idx[b, j])``.
 
-        On recycled huge pages when large. The kernel writes every block itself
-        (``clear``), so no separate zeroing pass runs over the ``W``-sized array,
-        unless most blocks get no term at all (tiny blocks): then a memset, whose
-        streaming stores skip the cache, zeroes them faster first.
+        On recycled huge pages when large. The kernel writes every element itself,
+        so no separate zeroing pass runs over the ``W``-sized array: ``outer`` with
+        ``clear``, or, when most blocks get no term at all (tiny blocks),
+        ``outer_scattered_new``, which builds each block row in cache and streams
+        it out. A memset first is the fallback for block rows too large for that.
         """
         kernels = self.kernels.blocksparse
         one = x.dtype.type(1.0)
-        if x_idx.size * y_idx.shape[1] < kernels.MIN_TERMS_PER_BLOCK * shape[0] * shape[1]:
-            o = _hugepages.zeros(shape, x.dtype)
-            kernels.outer(o, x, y, x_idx, y_idx, one, False)
-        else:
-            o = _hugepages.empty(shape, x.dtype)
+        o = _hugepages.empty(shape, x.dtype)
+        if x_idx.size * y_idx.shape[1] >= kernels.MIN_TERMS_PER_BLOCK * shape[0] * shape[1]:
             kernels.outer(o, x, y, x_idx, y_idx, one, True)
+        elif shape[1] * shape[2] * shape[3] * o.itemsize <= kernels.SCRATCH_BYTES:  # one block row o[p]
+            kernels.outer_scattered_new(o, x, y, x_idx, y_idx, one, kernels.stream_lead(o))
+        else:
+            o[...] = 0
+            kernels.outer(o, x, y, x_idx, y_idx, one, False)
         return o
 
     @staticmethod

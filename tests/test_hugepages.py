@@ -97,17 +97,24 @@ def test_a_malformed_limit_is_a_clear_error(empty_cache, monkeypatch):
 
 
 @needs_mappings
-def test_gradients_written_into_recycled_memory_hold_nothing_of_it(empty_cache):
-    # W is above MIN_BYTES, so its gradient lands on the mapping poisoned with NaN here.
+@pytest.mark.parametrize("shape, batch, windows", [
+    ((6, 5, 192, 256), 40, (2, 1)),  # 5.9 MB, ~3 terms per block pair: outer with clear
+    ((64, 64, 16, 16), 8, (1, 2)),  # 4.2 MB, most blocks untouched: outer_scattered_new
+], ids=["grouped", "scattered"])
+def test_gradients_written_into_recycled_memory_hold_nothing_of_it(empty_cache, shape, batch, windows):
+    # W is at least MIN_BYTES, so its gradient lands on the mapping poisoned with NaN here.
     import nbsparse as nbs
     from nbsparse import _reference
 
+    i_blocks, o_blocks, i_size, o_size = shape
     rng = np.random.default_rng(5)
-    W = rng.standard_normal((6, 5, 96, 64)).astype(np.float32)  # 7.4 MB
-    h = rng.standard_normal((40, 2, 96)).astype(np.float32)
-    g = rng.standard_normal((40, 1, 64)).astype(np.float32)
-    b = np.zeros((5, 64), np.float32)
-    input_idx, output_idx = rng.integers(0, 6, (40, 2)), rng.integers(0, 4, (40, 1))  # block column 4 idle
+    W = rng.standard_normal(shape).astype(np.float32)
+    h = rng.standard_normal((batch, windows[0], i_size)).astype(np.float32)
+    g = rng.standard_normal((batch, windows[1], o_size)).astype(np.float32)
+    b = np.zeros((o_blocks, o_size), np.float32)
+    input_idx = rng.integers(0, i_blocks, (batch, windows[0]))
+    output_idx = rng.integers(0, o_blocks - 1, (batch, windows[1]))  # the last block column idle
+    assert W.nbytes >= _hugepages.MIN_BYTES
     poison = _hugepages.empty(W.shape, np.float32)
     poison[...] = np.nan
     address = poison.ctypes.data

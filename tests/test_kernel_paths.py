@@ -56,9 +56,15 @@ IDLE_CASE = ProductCase("idle_blocks", batch=12, i_blocks=3, o_blocks=9, i_size=
                         o_win=1, seed=38)
 
 
+# Block rows of 3 * 5 * 7 = 105 elements: no multiple of a SIMD vector, so the
+# streamed rows of outer_scattered_new start and end off 32-byte boundaries.
+ODD_ROWS_CASE = ProductCase("odd_rows", batch=9, i_blocks=11, o_blocks=7, i_size=3, o_size=5, i_win=2,
+                            o_win=3, seed=40)
+
+
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize("case", [*PATH_CASES, IDLE_CASE], ids=str)
+@pytest.mark.parametrize("case", [*PATH_CASES, IDLE_CASE, ODD_ROWS_CASE], ids=str)
 def test_every_op_matches_reference(case, dtype):
     a = case.make(dtype)
     assert_matches(nbs.sparse_block_gemv(*a.gemv()), _reference.sparse_block_gemv(*a.gemv()), dtype)
@@ -84,6 +90,31 @@ def test_outer_with_clear_ignores_what_the_output_held(case, dtype):
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("case", [*PATH_CASES, IDLE_CASE, ODD_ROWS_CASE], ids=str)
+def test_outer_scattered_new_ignores_what_the_output_held(case, dtype):
+    a = case.make(dtype)
+    _, x, y, x_idx, y_idx = a.outer()
+    out = np.full(a.W.size + 1, np.nan, dtype)[1:].reshape(a.W.shape)  # one element off the allocation
+    kernels = _cpu.blocksparse
+    kernels.outer_scattered_new(out, x, y, x_idx.astype(np.intp), y_idx.astype(np.intp), dtype(0.75),
+                                kernels.stream_lead(out))
+    want = _reference.sparse_block_outer(np.zeros(a.W.shape, dtype), x, y, x_idx, y_idx, alpha=0.75)
+    assert_matches(out, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_scattered_gradient_with_block_rows_too_large_for_the_scratch(dtype):
+    # Few terms per block, but a block row o[p] above SCRATCH_BYTES: the memset fallback.
+    case = ProductCase("wide_rows", batch=3, i_blocks=3, o_blocks=300, i_size=24, o_size=24, i_win=1,
+                       o_win=2, seed=41)
+    a = case.make(dtype)
+    assert a.W[0].nbytes > _cpu.blocksparse.SCRATCH_BYTES
+    got, want = nbs.sparse_block_dot_grad(*a.dot_grad()), _reference.sparse_block_dot_grad(*a.dot_grad())
+    for name in got._fields:
+        assert_matches(getattr(got, name), getattr(want, name), dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_outer_with_clear_and_no_terms_zeroes_everything(dtype):
     out = np.full((2, 3, 4, 5), np.nan, dtype)
     x, y = np.zeros((0, 1, 4), dtype), np.zeros((0, 2, 5), dtype)
@@ -96,7 +127,7 @@ def _all_results(a):
     return [nbs.sparse_block_dot(*a.dot()), nbs.sparse_block_outer(*a.outer()), *grads]
 
 
-@pytest.mark.parametrize("case", [*PATH_CASES, IDLE_CASE], ids=str)
+@pytest.mark.parametrize("case", [*PATH_CASES, IDLE_CASE, ODD_ROWS_CASE], ids=str)
 def test_results_are_bitwise_identical_run_to_run_and_for_any_thread_count(case):
     a = case.make(np.float32)
     first = _all_results(a)

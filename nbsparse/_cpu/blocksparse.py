@@ -18,6 +18,8 @@ GEMM run on register tiles written as LLVM vector code (``_make_tile``,
 ``_make_dot_tile``); with about one term per block the kernels go row by row.
 """
 
+import platform
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -94,6 +96,9 @@ OUTER_REUSE_TERMS = 64
 # Each outer unit gathers all the y rows of its bucket: slices of fewer block rows
 # repeat that gather more often than the compute pays for.
 OUTER_MIN_SLICE_ROWS = 128
+# outer_scattered_new builds a whole x block row ``o[p]`` of a new weight gradient
+# in a scratch buffer: up to this size it stays in the (512 KiB) L2 cache.
+SCRATCH_BYTES = 512 << 10
 
 
 def _simd_lanes(dtype):
@@ -205,6 +210,39 @@ def _prefetch(typingctx, a, offset):
         return context.get_dummy_value()
 
     return types.void(a, offset), codegen
+
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+@intrinsic
+def _stream_store(typingctx, dst, at, src, start, n_vectors):
+    """``dst.flat[at:][:m] = src.flat[start:][:m]``, ``m = n_vectors * lanes``, by non-temporal stores.
+
+    The stores bypass the cache (no read for ownership: a W-sized result is
+    written once, not read and written) and are fenced before returning.
+    ``dst.flat[at]`` must be 32-byte aligned; nothing is bounds-checked.
+    """
+    def codegen(context, builder, signature, args):
+        lanes, vector, align, _ = _vector_ops(context, builder, signature.args[0].dtype)
+        dst_ptr, src_ptr = (context.make_array(signature.args[k])(context, builder, args[k]).data for k in (0, 2))
+        at, start, n = (context.cast(builder, args[k], signature.args[k], types.intp) for k in (1, 3, 4))
+        nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+        with cgutils.for_range(builder, n) as loop:
+            k = builder.mul(loop.index, ir.Constant(n.type, lanes))
+            value = builder.load(builder.bitcast(builder.gep(src_ptr, [builder.add(start, k)]), vector.as_pointer()),
+                                 align=align)
+            store = builder.store(value, builder.bitcast(builder.gep(dst_ptr, [builder.add(at, k)]),
+                                                         vector.as_pointer()), align=32)
+            if _X86:  # elsewhere plain stores: no fence to order them is needed
+                store.set_metadata("nontemporal", nontemporal)
+        if _X86:
+            sfence = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                    "llvm.x86.sse.sfence")
+            builder.call(sfence, [])
+        return context.get_dummy_value()
+
+    return types.void(dst, at, src, start, n_vectors), codegen
 
 
 # Rows of ``b`` per pass of the register tiles: a pass reads a contiguous
@@ -722,6 +760,72 @@ def outer(o, x, y, x_idx, y_idx, alpha, clear):
                     for n in range(s, e):
                         acc += xs[n, r] * ys[n, k]
                     o[p, q, r0 + r, k] = acc if clear else o[p, q, r0 + r, k] + acc
+    _set_chunksize(caller_chunksize)
+
+
+def stream_lead(o):
+    """Elements from the start of the array ``o`` to its first 32-byte boundary (host-side helper)."""
+    return (-o.ctypes.data % 32) // o.itemsize
+
+
+@njit(cache=True)
+def _stream_rows(o, lead, at, scratch, n):
+    """``o.flat[at:at + n] = scratch[:n]``: non-temporal stores between scalar ends.
+
+    ``o.flat[lead]`` is the first element of ``o`` on a 32-byte boundary.
+    """
+    o_flat = o.reshape(-1)
+    lanes = 32 // o.itemsize
+    head = min(n, (lead - at) % lanes)
+    for k in range(head):
+        o_flat[at + k] = scratch[k]
+    n_vectors = (n - head) // lanes
+    _stream_store(o, at + head, scratch, head, n_vectors)
+    for k in range(head + n_vectors * lanes, n):
+        o_flat[at + k] = scratch[k]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def outer_scattered_new(o, x, y, x_idx, y_idx, alpha, lead):
+    """``o[:] = 0``, then ``o[x_idx[b, i], y_idx[b, j]] += alpha * outer(x[b, i], y[b, j])``, for few terms per block.
+
+    A new weight gradient of tiny blocks (``tiny_blocks``: a quarter of its 1M
+    blocks reached, once each) is mostly zeros, and its updates are scattered
+    read-modify-writes. Here the terms are bucketed by ``x`` block ``p`` and a
+    unit builds the whole of ``o[p]`` (contiguous) in a scratch buffer that stays
+    in cache, then streams it out with non-temporal stores: ``o`` is written
+    once and never read. ``o`` must be C-contiguous, and ``o[p]`` small enough
+    for the scratch to stay in cache (the caller checks); ``o.flat[lead]`` is
+    its first element on a 32-byte boundary (see :func:`stream_lead`).
+    """
+    batch, x_win, x_size = x.shape
+    y_win, y_size = y.shape[1], y.shape[2]
+    x_blocks, y_blocks = o.shape[0], o.shape[1]
+    row = y_blocks * x_size * y_size  # elements of o[p]
+    block = x_size * y_size
+    if row == 0:
+        return
+    order, starts = _buckets(x_idx, x_blocks)
+    n_units = min(x_blocks, _min_units())
+    per_unit = (x_blocks + n_units - 1) // n_units
+    n_units = (x_blocks + per_unit - 1) // per_unit
+    zero = o.dtype.type(0)
+    caller_chunksize = _set_chunksize(1)  # dynamic schedule: uneven units, shared cores
+    for u in prange(n_units):
+        scratch = np.empty(row, o.dtype)
+        for p in range(u * per_unit, min((u + 1) * per_unit, x_blocks)):
+            for e in range(row):
+                scratch[e] = zero
+            for n in range(starts[p], starts[p + 1]):
+                t = order[n]
+                b, i = t // x_win, t % x_win
+                for j in range(y_win):
+                    at = y_idx[b, j] * block
+                    for r in range(x_size):
+                        a = alpha * x[b, i, r]
+                        for k in range(y_size):
+                            scratch[at + r * y_size + k] += a * y[b, j, k]
+            _stream_rows(o, lead, p * row, scratch, row)
     _set_chunksize(caller_chunksize)
 
 
