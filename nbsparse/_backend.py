@@ -161,7 +161,7 @@ class HostBackend:
         if x_idx.size * y_idx.shape[1] >= kernels.MIN_TERMS_PER_BLOCK * shape[0] * shape[1]:
             kernels.outer(o, x, y, x_idx, y_idx, one, True)
         elif shape[1] * shape[2] * shape[3] * o.itemsize <= kernels.SCRATCH_BYTES:  # one block row o[p]
-            kernels.outer_scattered_new(o, x, y, x_idx, y_idx, one, kernels.stream_lead(o))
+            kernels.outer_scattered_new(o, x, y, x_idx, y_idx, one)
         else:
             o[...] = 0
             kernels.outer(o, x, y, x_idx, y_idx, one, False)

@@ -95,9 +95,7 @@ def test_outer_scattered_new_ignores_what_the_output_held(case, dtype):
     a = case.make(dtype)
     _, x, y, x_idx, y_idx = a.outer()
     out = np.full(a.W.size + 1, np.nan, dtype)[1:].reshape(a.W.shape)  # one element off the allocation
-    kernels = _cpu.blocksparse
-    kernels.outer_scattered_new(out, x, y, x_idx.astype(np.intp), y_idx.astype(np.intp), dtype(0.75),
-                                kernels.stream_lead(out))
+    _cpu.blocksparse.outer_scattered_new(out, x, y, x_idx.astype(np.intp), y_idx.astype(np.intp), dtype(0.75))
     want = _reference.sparse_block_outer(np.zeros(a.W.shape, dtype), x, y, x_idx, y_idx, alpha=0.75)
     assert_matches(out, want, dtype)
 

@@ -216,11 +216,41 @@ _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
 @intrinsic
+def _lead(typingctx, a):
+    """Elements from the start of the array ``a`` to its first 32-byte boundary (an ``intp``).
+
+    -1 when no element is on one (``a``'s address not a multiple of its item size).
+    """
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        itemsize = ir.Constant(i64, signature.args[0].dtype.bitwidth // 8)
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        gap = builder.and_(builder.neg(builder.ptrtoint(data, i64)), ir.Constant(i64, 31))
+        whole = builder.icmp_unsigned("==", builder.urem(gap, itemsize), ir.Constant(i64, 0))
+        return builder.select(whole, builder.udiv(gap, itemsize), ir.Constant(i64, -1))
+
+    return types.intp(a), codegen
+
+
+@intrinsic
+def _sfence(typingctx):
+    """Order the non-temporal stores before it (x86; nothing elsewhere)."""
+    def codegen(context, builder, signature, args):
+        if _X86:
+            fence = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                   "llvm.x86.sse.sfence")
+            builder.call(fence, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
 def _stream_store(typingctx, dst, at, src, start, n_vectors):
     """``dst.flat[at:][:m] = src.flat[start:][:m]``, ``m = n_vectors * lanes``, by non-temporal stores.
 
     The stores bypass the cache (no read for ownership: a W-sized result is
-    written once, not read and written) and are fenced before returning.
+    written once, not read and written); the caller fences them (``_sfence``).
     ``dst.flat[at]`` must be 32-byte aligned; nothing is bounds-checked.
     """
     def codegen(context, builder, signature, args):
@@ -236,10 +266,6 @@ def _stream_store(typingctx, dst, at, src, start, n_vectors):
                                                          vector.as_pointer()), align=32)
             if _X86:  # elsewhere plain stores: no fence to order them is needed
                 store.set_metadata("nontemporal", nontemporal)
-        if _X86:
-            sfence = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                                    "llvm.x86.sse.sfence")
-            builder.call(sfence, [])
         return context.get_dummy_value()
 
     return types.void(dst, at, src, start, n_vectors), codegen
@@ -763,30 +789,24 @@ def outer(o, x, y, x_idx, y_idx, alpha, clear):
     _set_chunksize(caller_chunksize)
 
 
-def stream_lead(o):
-    """Elements from the start of the array ``o`` to its first 32-byte boundary (host-side helper)."""
-    return (-o.ctypes.data % 32) // o.itemsize
-
-
 @njit(cache=True)
-def _stream_rows(o, lead, at, scratch, n):
-    """``o.flat[at:at + n] = scratch[:n]``: non-temporal stores between scalar ends.
-
-    ``o.flat[lead]`` is the first element of ``o`` on a 32-byte boundary.
-    """
+def _stream_rows(o, at, scratch, n):
+    """``o.flat[at:at + n] = scratch[:n]``: non-temporal stores between scalar ends, fenced."""
     o_flat = o.reshape(-1)
     lanes = 32 // o.itemsize
-    head = min(n, (lead - at) % lanes)
+    lead = _lead(o)
+    head = min(n, (lead - at) % lanes) if lead >= 0 else n
     for k in range(head):
         o_flat[at + k] = scratch[k]
     n_vectors = (n - head) // lanes
     _stream_store(o, at + head, scratch, head, n_vectors)
     for k in range(head + n_vectors * lanes, n):
         o_flat[at + k] = scratch[k]
+    _sfence()
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def outer_scattered_new(o, x, y, x_idx, y_idx, alpha, lead):
+def outer_scattered_new(o, x, y, x_idx, y_idx, alpha):
     """``o[:] = 0``, then ``o[x_idx[b, i], y_idx[b, j]] += alpha * outer(x[b, i], y[b, j])``, for few terms per block.
 
     A new weight gradient of tiny blocks (``tiny_blocks``: a quarter of its 1M
@@ -795,8 +815,7 @@ def outer_scattered_new(o, x, y, x_idx, y_idx, alpha, lead):
     unit builds the whole of ``o[p]`` (contiguous) in a scratch buffer that stays
     in cache, then streams it out with non-temporal stores: ``o`` is written
     once and never read. ``o`` must be C-contiguous, and ``o[p]`` small enough
-    for the scratch to stay in cache (the caller checks); ``o.flat[lead]`` is
-    its first element on a 32-byte boundary (see :func:`stream_lead`).
+    for the scratch to stay in cache (the caller checks).
     """
     batch, x_win, x_size = x.shape
     y_win, y_size = y.shape[1], y.shape[2]
@@ -825,7 +844,7 @@ def outer_scattered_new(o, x, y, x_idx, y_idx, alpha, lead):
                         a = alpha * x[b, i, r]
                         for k in range(y_size):
                             scratch[at + r * y_size + k] += a * y[b, j, k]
-            _stream_rows(o, lead, p * row, scratch, row)
+            _stream_rows(o, p * row, scratch, row)
     _set_chunksize(caller_chunksize)
 
 
