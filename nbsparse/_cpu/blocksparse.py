@@ -201,6 +201,18 @@ _row_tile_store = _make_tile(1, ROW_TILE_VECTORS, accumulate=False)
 
 
 @intrinsic
+def _prefetch_read(typingctx, a, offset):
+    """Hint the cache to load ``a.flat[offset]`` for reading (never faults, wherever it points)."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        at = builder.gep(data, [context.cast(builder, args[1], signature.args[1], types.intp)])
+        _emit_prefetch(builder, at, for_write=False)
+        return context.get_dummy_value()
+
+    return types.void(a, offset), codegen
+
+
+@intrinsic
 def _prefetch(typingctx, a, offset):
     """Hint the cache to load ``a.flat[offset]`` for writing (never faults, wherever it points)."""
     def codegen(context, builder, signature, args):
@@ -907,19 +919,37 @@ def grad_h(dh, W, g, input_idx, output_idx):
     if batch * i_win == 0 or i_size == 0:
         return
     if batch * i_win * o_win < MIN_TERMS_PER_BLOCK * i_blocks * o_blocks:
-        # Few terms per block (tiny_blocks): skip the bucketing; t alone writes dh[b, i].
-        # Scalar indexing only, as in gemv's direct path.
+        # Few terms per block (tiny_blocks): rows (b, i) bucketed by input block, so
+        # a unit reads within one contiguous W[p], and the next row's blocks are
+        # prefetched. Row t alone writes dh[b, i]. Scalar indexing only, as in
+        # gemv's direct path.
         zero = dh.dtype.type(0)
-        for t in prange(batch * i_win):
-            b, i = t // i_win, t % i_win
-            p = input_idx[b, i]
-            for j in range(o_win):
-                q = output_idx[b, j]
-                for r in range(i_size):
-                    acc = zero
-                    for k in range(o_size):
-                        acc += W[p, q, r, k] * g[b, j, k]
-                    dh[b, i, r] += acc
+        order, starts = _buckets(input_idx, i_blocks)
+        n_units = min(i_blocks, _min_units())
+        per_unit = (i_blocks + n_units - 1) // n_units
+        n_units = (i_blocks + per_unit - 1) // per_unit
+        line = 64 // W.itemsize
+        caller_chunksize = _set_chunksize(1)
+        for u in prange(n_units):
+            for p in range(u * per_unit, min((u + 1) * per_unit, i_blocks)):
+                s, e = starts[p], starts[p + 1]
+                for n in range(s, e):
+                    if n + 1 < e:
+                        b_next = order[n + 1] // i_win
+                        for j in range(o_win):
+                            at = (p * o_blocks + output_idx[b_next, j]) * i_size * o_size
+                            for k in range(0, i_size * o_size, line):
+                                _prefetch_read(W, at + k)
+                    t = order[n]
+                    b, i = t // i_win, t % i_win
+                    for j in range(o_win):
+                        q = output_idx[b, j]
+                        for r in range(i_size):
+                            acc = zero
+                            for k in range(o_size):
+                                acc += W[p, q, r, k] * g[b, j, k]
+                            dh[b, i, r] += acc
+        _set_chunksize(caller_chunksize)
         return
     if o_win == 1:
         # Each row (b, i) meets one output block (h_softmax's slot level): bucket the
