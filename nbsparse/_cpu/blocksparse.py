@@ -200,28 +200,23 @@ _tile1_store = _make_tile(1, accumulate=False)
 _row_tile_store = _make_tile(1, ROW_TILE_VECTORS, accumulate=False)
 
 
-@intrinsic
-def _prefetch_read(typingctx, a, offset):
-    """Hint the cache to load ``a.flat[offset]`` for reading (never faults, wherever it points)."""
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        at = builder.gep(data, [context.cast(builder, args[1], signature.args[1], types.intp)])
-        _emit_prefetch(builder, at, for_write=False)
-        return context.get_dummy_value()
+def _make_prefetch(for_write):
+    """An intrinsic ``prefetch(a, offset)``: hint the cache to load ``a.flat[offset]`` (never faults)."""
+    @intrinsic
+    def prefetch(typingctx, a, offset):
+        def codegen(context, builder, signature, args):
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            at = builder.gep(data, [context.cast(builder, args[1], signature.args[1], types.intp)])
+            _emit_prefetch(builder, at, for_write)
+            return context.get_dummy_value()
 
-    return types.void(a, offset), codegen
+        return types.void(a, offset), codegen
+
+    return prefetch
 
 
-@intrinsic
-def _prefetch(typingctx, a, offset):
-    """Hint the cache to load ``a.flat[offset]`` for writing (never faults, wherever it points)."""
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        at = builder.gep(data, [context.cast(builder, args[1], signature.args[1], types.intp)])
-        _emit_prefetch(builder, at, for_write=True)
-        return context.get_dummy_value()
-
-    return types.void(a, offset), codegen
+_prefetch = _make_prefetch(for_write=True)
+_prefetch_read = _make_prefetch(for_write=False)
 
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
@@ -547,6 +542,14 @@ def _buckets(idx, n_blocks):
 
 
 @njit(cache=True)
+def _block_units(n_blocks):
+    """``(n_units, per_unit)``: ``n_blocks > 0`` blocks cut into at most ``_min_units()`` runs of consecutive blocks."""
+    n_units = min(n_blocks, _min_units())
+    per_unit = (n_blocks + n_units - 1) // n_units
+    return (n_blocks + per_unit - 1) // per_unit, per_unit
+
+
+@njit(cache=True)
 def _units(starts, n_rows, n_cols, width, cut_columns):
     """Work units ``(begin, end, k_begin, k_end)``: a bucket's rows ``order[begin:end]``, columns ``[k_begin, k_end)``.
 
@@ -731,9 +734,7 @@ def outer(o, x, y, x_idx, y_idx, alpha, clear):
         # instead of all over o, and the next term's blocks are prefetched:
         # 12.9 -> 5.4 ms float32, 19.3 -> 11.4 ms float64 on tiny_blocks.
         x_order, x_starts = _buckets(x_idx, x_blocks)
-        n_units = min(x_blocks, _min_units())
-        per_unit = (x_blocks + n_units - 1) // n_units
-        n_units = (x_blocks + per_unit - 1) // per_unit
+        n_units, per_unit = _block_units(x_blocks)
         caller_chunksize = _set_chunksize(1)
         for u in prange(n_units):
             for p in range(u * per_unit, min((u + 1) * per_unit, x_blocks)):
@@ -870,9 +871,7 @@ def outer_scattered_new(o, x, y, x_idx, y_idx, alpha):
     if row == 0:
         return
     order, starts = _buckets(x_idx, x_blocks)
-    n_units = min(x_blocks, _min_units())
-    per_unit = (x_blocks + n_units - 1) // n_units
-    n_units = (x_blocks + per_unit - 1) // per_unit
+    n_units, per_unit = _block_units(x_blocks)
     zero = o.dtype.type(0)
     caller_chunksize = _set_chunksize(1)  # dynamic schedule: uneven units, shared cores
     for u in prange(n_units):
@@ -925,9 +924,7 @@ def grad_h(dh, W, g, input_idx, output_idx):
         # gemv's direct path.
         zero = dh.dtype.type(0)
         order, starts = _buckets(input_idx, i_blocks)
-        n_units = min(i_blocks, _min_units())
-        per_unit = (i_blocks + n_units - 1) // n_units
-        n_units = (i_blocks + per_unit - 1) // per_unit
+        n_units, per_unit = _block_units(i_blocks)
         line = 64 // W.itemsize
         caller_chunksize = _set_chunksize(1)
         for u in prange(n_units):
