@@ -4,14 +4,18 @@ A behaviour-preserving change (a refactoring, a move of code) must leave every
 CPU result bit-identical. Record on the old checkout, record on the new one,
 compare::
 
-    PYTHONPATH=/path/to/old python tools/bitwise_results.py record old.npz
-    python tools/bitwise_results.py record new.npz
-    python tools/bitwise_results.py compare old.npz new.npz
+    PYTHONPATH=/path/to/old python tools/bitwise_results.py record old.json
+    python tools/bitwise_results.py record new.json
+    python tools/bitwise_results.py compare old.json new.json
 
 Every public op runs on every benchmark workload (full and ``--quick`` sizes),
-float32 and float64, with the workloads' seeded arrays.
+float32 and float64, with the workloads' seeded arrays. A recording holds each
+result's dtype, shape and SHA-256 of its bytes (the full-size results are
+gigabytes).
 """
 
+import hashlib
+import json
 import sys
 
 import numpy as np
@@ -56,19 +60,23 @@ def record(path):
                 for op, out in make(w, dtype):
                     fields = out if isinstance(out, tuple) else (out,)
                     for k, arr in enumerate(fields):
-                        results[f"{name}/{'quick' if quick else 'full'}/{dtype}/{op}/{k}"] = np.asarray(arr)
-    np.savez(path, **results)
+                        arr = np.ascontiguousarray(arr)
+                        digest = hashlib.sha256(arr.tobytes()).hexdigest()
+                        key = f"{name}/{'quick' if quick else 'full'}/{dtype}/{op}/{k}"
+                        results[key] = [arr.dtype.str, list(arr.shape), digest]
+    with open(path, "w") as f:
+        json.dump(results, f, indent=0, sort_keys=True)
     print(f"{len(results)} arrays recorded in {path}")
 
 
 def compare(old_path, new_path):
-    old, new = np.load(old_path), np.load(new_path)
-    differ = sorted(set(old.files) ^ set(new.files))
-    for key in sorted(set(old.files) & set(new.files)):
-        a, b = old[key], new[key]
-        if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
-            differ.append(key)
-    print(f"{len(old.files)} arrays compared: {len(differ)} differ")
+    with open(old_path) as f:
+        old = json.load(f)
+    with open(new_path) as f:
+        new = json.load(f)
+    differ = sorted(set(old) ^ set(new))
+    differ += [key for key in sorted(set(old) & set(new)) if old[key] != new[key]]
+    print(f"{len(old)} arrays compared: {len(differ)} differ")
     for key in differ:
         print("  differs:", key)
     return 1 if differ else 0
