@@ -9,7 +9,11 @@ compare::
     python tools/bitwise_results.py compare old.json new.json
 
 Every public op runs on every benchmark workload (full and ``--quick`` sizes),
-float32 and float64, with the workloads' seeded arrays. A recording holds each
+float32 and float64, with the workloads' seeded arrays. Record with warm
+kernel caches (run ``record`` twice, keep the second): a kernel compiled in the
+recording process can round differently from the same kernel loaded from the
+disk cache (seen for the float64 softmax and the float32 tiny-block product),
+so a cold recording differs from a warm one of the same code. A recording holds each
 result's dtype, shape and SHA-256 of its bytes (the full-size results are
 gigabytes).
 """
