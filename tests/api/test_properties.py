@@ -7,8 +7,8 @@ generator with that seed, which is far faster than drawing every element.
 """
 
 import numpy as np
-from cases import LAYOUTS, HSoftmaxCase, ProductCase, SoftmaxCase
-from helpers import INDEX_DTYPE_NAMES, assert_empty, assert_matches
+from tests.support.cases import LAYOUTS, HSoftmaxCase, ProductCase, SoftmaxCase
+from tests.support.assertions import INDEX_DTYPE_NAMES, assert_empty, assert_matches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -8,8 +8,8 @@ the loss itself on the host and, for the properties that a kernel could break
 
 import numpy as np
 import pytest
-from cases import HSOFTMAX_CASES, HSoftmaxCase
-from helpers import (
+from tests.support.cases import HSOFTMAX_CASES, HSoftmaxCase
+from tests.support.assertions import (
     FLOAT_DTYPES,
     INDEX_DTYPES,
     assert_empty,

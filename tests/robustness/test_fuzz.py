@@ -11,7 +11,7 @@ for a long local run.
 
 import numpy as np
 import pytest
-from fuzzing import OPS, calls, check_host_call, examples
+from tests.support.fuzzing import OPS, calls, check_host_call, examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

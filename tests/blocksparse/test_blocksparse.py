@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from cases import EMPTY_PRODUCT_CASES, PRODUCT_CASES, ProductCase
-from helpers import (
+from tests.support.cases import EMPTY_PRODUCT_CASES, PRODUCT_CASES, ProductCase
+from tests.support.assertions import (
     FLOAT_DTYPES,
     INDEX_DTYPES,
     assert_matches,

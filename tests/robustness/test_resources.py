@@ -21,16 +21,16 @@ import pytest
 
 import nbsparse as nbs
 
-TESTS = Path(__file__).parent
+ROOT = Path(__file__).parents[2]  # the children import tests.support and this nbsparse
 N_CALLS, N_FAILING = 10_000, 2_000
 
 
 @pytest.fixture(scope="module")
 def meters():
     env = {**os.environ, "NUMBA_NRT_STATS": "1", "NUMBA_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-W", "error", str(TESTS / "resources_workload.py"),
+    proc = subprocess.run([sys.executable, "-W", "error", "-m", "tests.support.resources_workload",
                            str(N_CALLS), str(N_FAILING)],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=TESTS)
+                          env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

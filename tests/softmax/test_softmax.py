@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from cases import SOFTMAX_CASES, relayout
-from helpers import (
+from tests.support.cases import SOFTMAX_CASES, relayout
+from tests.support.assertions import (
     FLOAT_DTYPES,
     assert_empty,
     assert_matches,

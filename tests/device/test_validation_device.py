@@ -20,13 +20,13 @@ cases run both ways, the others as Numba arrays.
 import numpy as np
 import pytest
 from numba import cuda
-from test_device import (  # noqa: F401  (autouse fixtures: the strict double, small blocks)
+from tests.device.test_device import (  # noqa: F401  (autouse fixtures: the strict double, small blocks)
     FakeCupyArray,
     is_device_array,
     small_blocks,
     strict_device_arrays,
 )
-from test_validation import (
+from tests.robustness.test_validation import (
     FIRST_BAD_ARGS,
     TABLE,
     _index_params,

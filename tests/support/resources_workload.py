@@ -12,7 +12,7 @@ import sys
 import tracemalloc
 
 import numpy as np
-from concurrency_workload import calls
+from tests.support.concurrency_workload import calls
 from numba.core.runtime import rtsys
 
 import nbsparse as nbs

@@ -14,8 +14,8 @@ are sized to land on each path and on every remainder of the tiles.
 import numba
 import numpy as np
 import pytest
-from cases import ProductCase
-from helpers import FLOAT_DTYPES, assert_matches
+from tests.support.cases import ProductCase
+from tests.support.assertions import FLOAT_DTYPES, assert_matches
 
 import nbsparse as nbs
 from nbsparse import _cpu, _reference

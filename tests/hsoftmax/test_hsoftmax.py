@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from cases import HSOFTMAX_CASES, HSoftmaxCase
-from helpers import (
+from tests.support.cases import HSOFTMAX_CASES, HSoftmaxCase
+from tests.support.assertions import (
     FLOAT_DTYPES,
     INDEX_DTYPES,
     assert_empty,

@@ -10,8 +10,8 @@ nbsparse and on the oracle, so the oracle's gradients are checked as well.
 
 import numpy as np
 import pytest
-from cases import HSOFTMAX_CASES, PRODUCT_CASES, ProductCase
-from helpers import random_coordinates
+from tests.support.cases import HSOFTMAX_CASES, PRODUCT_CASES, ProductCase
+from tests.support.assertions import random_coordinates
 
 import nbsparse as nbs
 from nbsparse import _reference

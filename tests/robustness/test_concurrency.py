@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numba
 import pytest
-from concurrency_workload import run
+from tests.support.concurrency_workload import run
 
 from nbsparse import _threads
 
-TESTS = Path(__file__).parent
+ROOT = Path(__file__).parents[2]  # the children import tests.support and this nbsparse
 CHILD_THREADS, CHILD_REPEATS = 8, 4
 """Each child: 8 Python threads x 4 rounds x 22 calls (every op and mode in float32 and
 float64, plus the two exact accumulations) = 704 concurrent calls."""
@@ -46,9 +46,9 @@ def run_child(layer):
     env = {**os.environ, "NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "8",
            "LD_LIBRARY_PATH": os.pathsep.join(
                p for p in (str(Path(sys.prefix) / "lib"), os.environ.get("LD_LIBRARY_PATH")) if p)}
-    proc = subprocess.run([sys.executable, "-W", "error", str(TESTS / "concurrency_workload.py"),
+    proc = subprocess.run([sys.executable, "-W", "error", "-m", "tests.support.concurrency_workload",
                            str(CHILD_THREADS), str(CHILD_REPEATS)],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=TESTS)
+                          env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     return proc
 
 

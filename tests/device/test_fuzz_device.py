@@ -12,7 +12,7 @@ host; every device buffer is compared byte for byte afterwards.
 
 import numpy as np
 import pytest
-from fuzzing import (
+from tests.support.fuzzing import (
     OPS,
     as_tuple,
     assert_values,
@@ -22,13 +22,13 @@ from fuzzing import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numba import cuda
-from test_device import (  # noqa: F401  (autouse fixtures: the strict double, small blocks)
+from tests.device.test_device import (  # noqa: F401  (autouse fixtures: the strict double, small blocks)
     FakeCupyArray,
     is_device_array,
     small_blocks,
     strict_device_arrays,
 )
-from test_fuzz import truncated_class_problem
+from tests.robustness.test_fuzz import truncated_class_problem
 
 import nbsparse as nbs
 from nbsparse import _reference

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from cases import HSoftmaxCase, ProductCase
-from helpers import in_result_dtype, tolerance
+from tests.support.cases import HSoftmaxCase, ProductCase
+from tests.support.assertions import in_result_dtype, tolerance
 from numba import cuda
 
 import nbsparse as nbs

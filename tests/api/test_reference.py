@@ -10,8 +10,8 @@ gradient through the explicit Jacobian. All in float64.
 
 import numpy as np
 import pytest
-from cases import HSOFTMAX_CASES, PRODUCT_CASES, SOFTMAX_CASES
-from helpers import assert_matches
+from tests.support.cases import HSOFTMAX_CASES, PRODUCT_CASES, SOFTMAX_CASES
+from tests.support.assertions import assert_matches
 
 from nbsparse import _reference
 
