@@ -64,6 +64,18 @@ def _fast_simulator():
 
 
 @pytest.fixture
+def small_blocks(monkeypatch):
+    """8 CUDA threads per block: fewer simulated threads, grids of several blocks and a ragged last one.
+
+    Returns ``monkeypatch``, so a test can set another size. Imports numba.cuda only when asked for.
+    """
+    from nbsparse._cuda import launch
+
+    monkeypatch.setattr(launch, "THREADS_PER_BLOCK", 8)
+    return monkeypatch
+
+
+@pytest.fixture
 def rng():
     """A fresh generator with the fixed seed, so each test sees the same numbers every run."""
     return np.random.default_rng(SEED)

@@ -264,14 +264,6 @@ def _simulator():
     return SIM
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """8 threads per block: fewer simulated threads, and grids of several blocks."""
-    from nbsparse._cuda import launch
-
-    monkeypatch.setattr(launch, "THREADS_PER_BLOCK", 8)
-
-
 @pytest.mark.cuda
 @pytest.mark.parametrize("kind", ["cuda_array_interface", "numba_device_array"])
 @by_spec

@@ -10,11 +10,11 @@ nbsparse and on the oracle, so the oracle's gradients are checked as well.
 
 import numpy as np
 import pytest
-from tests.support.cases import HSOFTMAX_CASES, PRODUCT_CASES, ProductCase
-from tests.support.assertions import random_coordinates
 
 import nbsparse as nbs
 from nbsparse import _reference
+from tests.support.assertions import random_coordinates
+from tests.support.cases import HSOFTMAX_CASES, PRODUCT_CASES, ProductCase
 
 EPS = 1e-6
 RTOL, ATOL = 1e-6, 1e-7

@@ -7,13 +7,13 @@ generator with that seed, which is far faster than drawing every element.
 """
 
 import numpy as np
-from tests.support.cases import LAYOUTS, HSoftmaxCase, ProductCase, SoftmaxCase
-from tests.support.assertions import INDEX_DTYPE_NAMES, assert_empty, assert_matches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nbsparse as nbs
 from nbsparse import _reference
+from tests.support.assertions import INDEX_DTYPE_NAMES, assert_empty, assert_matches
+from tests.support.cases import LAYOUTS, HSoftmaxCase, ProductCase, SoftmaxCase
 
 SETTINGS = settings(
     max_examples=25,

@@ -10,10 +10,10 @@ gradient through the explicit Jacobian. All in float64.
 
 import numpy as np
 import pytest
-from tests.support.cases import HSOFTMAX_CASES, PRODUCT_CASES, SOFTMAX_CASES
-from tests.support.assertions import assert_matches
 
 from nbsparse import _reference
+from tests.support.assertions import assert_matches
+from tests.support.cases import HSOFTMAX_CASES, PRODUCT_CASES, SOFTMAX_CASES
 
 F64 = np.float64
 

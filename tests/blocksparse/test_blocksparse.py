@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
-from tests.support.cases import EMPTY_PRODUCT_CASES, PRODUCT_CASES, ProductCase
+
+import nbsparse as nbs
+from nbsparse import _reference
 from tests.support.assertions import (
     FLOAT_DTYPES,
     INDEX_DTYPES,
@@ -12,9 +14,7 @@ from tests.support.assertions import (
     in_result_dtype,
     snapshot,
 )
-
-import nbsparse as nbs
-from nbsparse import _reference
+from tests.support.cases import EMPTY_PRODUCT_CASES, PRODUCT_CASES, ProductCase
 
 ALPHAS = [2.5, 0.0, -1.5, np.float32(0.5)]
 

@@ -14,11 +14,11 @@ are sized to land on each path and on every remainder of the tiles.
 import numba
 import numpy as np
 import pytest
-from tests.support.cases import ProductCase
-from tests.support.assertions import FLOAT_DTYPES, assert_matches
 
 import nbsparse as nbs
 from nbsparse import _cpu, _reference
+from tests.support.assertions import FLOAT_DTYPES, assert_matches
+from tests.support.cases import ProductCase
 
 PATH_CASES = [
     # many terms per block, sizes that leave remainders (33 rows: r tail; 40 >= 32: unrolled loops)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
-from tests.support.assertions import assert_matches
 
 import nbsparse as nbs
 from nbsparse import blocksparse
+from tests.support.assertions import assert_matches
 
 dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
@@ -466,7 +466,7 @@ def _fake_cupy_dask(cp, a, rows):
 @pytest.mark.cuda
 def test_cupy_chunks_run_on_the_gpu_backend(monkeypatch):
     """Each chunk goes through the public function, so a CuPy chunk gets the GPU kernels."""
-    from tests.device.test_device import make_fake_cupy
+    from tests.support.device import make_fake_cupy
 
     cp = make_fake_cupy()
     monkeypatch.setitem(sys.modules, "cupy", cp)

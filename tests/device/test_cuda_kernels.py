@@ -6,7 +6,6 @@ blocks with a ragged last one. Sizes stay small: the simulator runs each CUDA
 thread as a Python thread and each barrier costs milliseconds.
 """
 
-import sys
 
 import numpy as np
 import pytest
@@ -14,32 +13,16 @@ from numba import cuda
 
 from nbsparse import _cpu
 from nbsparse._cuda import blocksparse, hsoftmax, launch, softmax
+from nbsparse._optable import tolerance
 
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("small_blocks")]  # 8 threads per block
 
 DTYPES = [np.float32, np.float64]
-TOLERANCE = {np.float32: {"rtol": 2e-5, "atol": 2e-6}, np.float64: {"rtol": 1e-12, "atol": 1e-13}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_barriers():
-    """Simulated ``syncthreads`` busy-polls: a short GIL switch interval makes it ~5x faster."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(old)
-
-
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    """8 threads per block unless a test asks for more: several blocks, a ragged last one."""
-    monkeypatch.setattr(launch, "THREADS_PER_BLOCK", 8)
-    return monkeypatch
 
 
 def close(actual, expected, dtype):
     assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
+    np.testing.assert_allclose(actual, expected, **tolerance(dtype, "kernels"))
 
 
 def dev(*arrays):

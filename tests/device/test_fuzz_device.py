@@ -12,30 +12,26 @@ host; every device buffer is compared byte for byte afterwards.
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numba import cuda
+
+import nbsparse as nbs
+from nbsparse import _reference
+from nbsparse._cuda import launch
+from tests.support.device import FakeCupyArray, is_device_array
 from tests.support.fuzzing import (
     OPS,
     as_tuple,
     assert_values,
     calls,
     examples,
+    truncated_class_problem,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from numba import cuda
-from tests.device.test_device import (  # noqa: F401  (autouse fixtures: the strict double, small blocks)
-    FakeCupyArray,
-    is_device_array,
-    small_blocks,
-    strict_device_arrays,
-)
-from tests.robustness.test_fuzz import truncated_class_problem
-
-import nbsparse as nbs
-from nbsparse import _reference
-from nbsparse._cuda import launch
 
 pytestmark = [
     pytest.mark.cuda,
+    pytest.mark.usefixtures("strict_device_arrays", "small_blocks"),
     # The simulator runs kernels as Python on NumPy scalars, which warn where a GPU
     # silently computes NaN or inf (0 * inf, inf - inf, exp overflow): the values are
     # what this test checks, so these warnings (and only these) are not errors here.

@@ -20,12 +20,8 @@ cases run both ways, the others as Numba arrays.
 import numpy as np
 import pytest
 from numba import cuda
-from tests.device.test_device import (  # noqa: F401  (autouse fixtures: the strict double, small blocks)
-    FakeCupyArray,
-    is_device_array,
-    small_blocks,
-    strict_device_arrays,
-)
+
+from nbsparse._cuda import launch
 from tests.robustness.test_validation import (
     FIRST_BAD_ARGS,
     TABLE,
@@ -34,10 +30,9 @@ from tests.robustness.test_validation import (
     assert_unchanged,
     fingerprint,
 )
+from tests.support.device import FakeCupyArray, is_device_array
 
-from nbsparse._cuda import launch
-
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("strict_device_arrays", "small_blocks")]
 
 KINDS = ["numba", pytest.param("cai", marks=pytest.mark.skipif(
     not launch.SIM, reason="host memory behind a CUDA array interface: simulator only"))]

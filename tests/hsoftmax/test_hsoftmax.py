@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
-from tests.support.cases import HSOFTMAX_CASES, HSoftmaxCase
+
+import nbsparse as nbs
+from nbsparse import _reference
 from tests.support.assertions import (
     FLOAT_DTYPES,
     INDEX_DTYPES,
@@ -13,9 +15,7 @@ from tests.support.assertions import (
     snapshot,
     tolerance,
 )
-
-import nbsparse as nbs
-from nbsparse import _reference
+from tests.support.cases import HSOFTMAX_CASES, HSoftmaxCase
 
 TARGET_SHAPES = ["flat", "column"]
 

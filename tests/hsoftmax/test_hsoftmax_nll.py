@@ -8,7 +8,9 @@ the loss itself on the host and, for the properties that a kernel could break
 
 import numpy as np
 import pytest
-from tests.support.cases import HSOFTMAX_CASES, HSoftmaxCase
+
+import nbsparse as nbs
+from nbsparse import _reference
 from tests.support.assertions import (
     FLOAT_DTYPES,
     INDEX_DTYPES,
@@ -18,9 +20,7 @@ from tests.support.assertions import (
     in_result_dtype,
     snapshot,
 )
-
-import nbsparse as nbs
-from nbsparse import _reference
+from tests.support.cases import HSOFTMAX_CASES, HSoftmaxCase
 
 TARGET_SHAPES = ["flat", "column"]
 

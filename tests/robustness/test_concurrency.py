@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numba
 import pytest
-from tests.support.concurrency_workload import run
 
 from nbsparse import _threads
+from tests.support.concurrency_workload import run
 
 ROOT = Path(__file__).parents[2]  # the children import tests.support and this nbsparse
 CHILD_THREADS, CHILD_REPEATS = 8, 4

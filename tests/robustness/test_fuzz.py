@@ -11,13 +11,13 @@ for a long local run.
 
 import numpy as np
 import pytest
-from tests.support.fuzzing import OPS, calls, check_host_call, examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nbsparse as nbs
 from nbsparse import _reference
 from nbsparse._memory import byte_extent, extents_overlap
+from tests.support.fuzzing import OPS, calls, check_host_call, examples, truncated_class_problem
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -95,15 +95,6 @@ def test_non_inplace_calls_with_aliased_inputs_read_them_only(rng):
 
 
 # --------------------------------------------------------------------------- NaN past the truncation
-
-
-def truncated_class_problem():
-    """n_outputs = 2 of 2 classes x 4: class 1 is wholly truncated, and b2[1] holds +inf."""
-    rng = np.random.default_rng(5)
-    x, W1, b1 = rng.standard_normal((3, 2)), rng.standard_normal((2, 2)), rng.standard_normal(2)
-    W2, b2 = rng.standard_normal((2, 2, 4)), rng.standard_normal((2, 4))
-    b2[1, 2] = np.inf
-    return rng.standard_normal((3, 2)), (x, 3, 2, 2, 4, W1, b1, W2, b2)
 
 
 def test_truncated_class_inf_does_not_reach_the_forward_result():

@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
-from tests.support.cases import SOFTMAX_CASES, relayout
+
+import nbsparse as nbs
+from nbsparse import _reference
 from tests.support.assertions import (
     FLOAT_DTYPES,
     assert_empty,
@@ -13,9 +15,7 @@ from tests.support.assertions import (
     snapshot,
     tolerance,
 )
-
-import nbsparse as nbs
-from nbsparse import _reference
+from tests.support.cases import SOFTMAX_CASES, relayout
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)

@@ -1,6 +1,7 @@
-"""Tolerances and assertion helpers shared by the test modules.
+"""Assertion helpers shared by the test modules.
 
-One tolerance table by dtype (as CuPy's ``numpy_cupy_allclose``); the kind,
+One tolerance table by dtype and purpose (as CuPy's ``numpy_cupy_allclose``), in
+``nbsparse._optable`` so that ``python -m nbsparse check`` uses it too; the kind,
 dtype and shape of a result are checked before its values (as pydata/sparse's
 ``assert_eq``), so a wrong shape is reported as such, not as a broadcast.
 """
@@ -8,11 +9,7 @@ dtype and shape of a result are checked before its values (as pydata/sparse's
 import numpy as np
 import pytest
 
-TOLERANCE = {
-    np.dtype(np.float32): {"rtol": 1e-5, "atol": 1e-5},
-    np.dtype(np.float64): {"rtol": 1e-12, "atol": 1e-12},
-}
-"""``assert_allclose`` keywords by result dtype."""
+from nbsparse._optable import TOLERANCE, tolerance  # noqa: F401  (the tests' one import point)
 
 FLOAT_DTYPES = [np.float32, np.float64]
 
@@ -29,11 +26,6 @@ INDEX_DTYPE_NAMES = {
 
 INDEX_DTYPES = [pytest.param(dtype, id=name) for name, dtype in INDEX_DTYPE_NAMES.items()]
 """``INDEX_DTYPE_NAMES`` as pytest parameters; ``intp`` gets its own id, not ``int64`` again."""
-
-
-def tolerance(dtype):
-    """The ``assert_allclose`` keywords for results of ``dtype``."""
-    return TOLERANCE[np.dtype(dtype)]
 
 
 def assert_matches(result, expected, dtype):

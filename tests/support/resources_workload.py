@@ -12,10 +12,10 @@ import sys
 import tracemalloc
 
 import numpy as np
-from tests.support.concurrency_workload import calls
 from numba.core.runtime import rtsys
 
 import nbsparse as nbs
+from tests.support.concurrency_workload import calls
 
 
 def rss_bytes():
