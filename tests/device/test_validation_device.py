@@ -22,15 +22,15 @@ import pytest
 from numba import cuda
 
 from nbsparse._cuda import launch
-from tests.robustness.test_validation import (
+from tests.support.device import FakeCupyArray, is_device_array
+from tests.support.errors import (
     FIRST_BAD_ARGS,
     TABLE,
-    _index_params,
-    _layouts,
     assert_unchanged,
     fingerprint,
+    index_params,
+    layouts,
 )
-from tests.support.device import FakeCupyArray, is_device_array
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("strict_device_arrays", "small_blocks")]
 
@@ -96,7 +96,7 @@ def test_error_on_device(op, case, kind):
 
 
 @pytest.mark.parametrize(("op", "name", "n", "what", "dtype", "value", "kind"),
-                         list(with_kinds(_index_params())))
+                         list(with_kinds(index_params())))
 def test_index_out_of_range_on_device(op, name, n, what, dtype, value, kind):
     def make_args():
         args = op.args()
@@ -119,7 +119,7 @@ def test_first_bad_position_on_device(op, name, n, what, layout):
             idx[1], idx[2] = n + 3, -1
         else:
             idx[0, 1], idx[1, 0], idx[2, 1] = n + 3, -1, n
-        args[name] = _layouts(idx)[layout]
+        args[name] = layouts(idx)[layout]
         return args
 
     kind = "numba" if layout in ("C", "F") else "cai"
