@@ -14,13 +14,14 @@
 import pickle
 import subprocess
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 
 import nbsparse as nbs
 from nbsparse import blocksparse
+from nbsparse._optable import OPS, Sizes, problem
 from tests.support.assertions import assert_matches
 
 dask = pytest.importorskip("dask")
@@ -34,77 +35,40 @@ CHUNKS = (13, 13, 13, 11)
 # --------------------------------------------------------------------------- cases
 @dataclass(frozen=True)
 class Case:
-    """A public function, seeded NumPy arguments and which of them have a batch axis."""
+    """A row of the op table on a seeded NumPy problem of ``sizes``."""
 
-    name: str
-    func: object
-    shapes: dict  # argument -> shape (floats), (shape, n) (indices in [0, n)), or a literal
-    batch: tuple
-    keywords: dict = field(default_factory=dict)
+    op: object
+    sizes: Sizes = Sizes(batch=BATCH, softmax_width=9, axis=1)
 
     def __str__(self):
-        return self.name
+        return self.op.name
 
-    def numpy_args(self, rng=None, dtype=np.float64):
-        rng = rng or np.random.default_rng(7)
-        out = {}
-        for name, spec in self.shapes.items():
-            if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], tuple):
-                out[name] = rng.integers(0, spec[1], spec[0])
-            elif isinstance(spec, tuple):
-                out[name] = rng.standard_normal(spec).astype(dtype)
-            else:
-                out[name] = spec
-        return out
+    @property
+    def name(self):
+        return self.op.name
+
+    @property
+    def func(self):
+        return self.op.func
+
+    @property
+    def batch(self):
+        """The arguments with a batch axis: chunked along it; the others are used whole."""
+        return self.op.batch
+
+    def numpy_args(self, dtype=np.float64):
+        return self.op.kwargs(problem(self.sizes, dtype, np.random.default_rng(7)))
 
     def call(self, args):
-        return self.func(**args, **self.keywords)
+        return self.func(**args)
 
 
-_PRODUCT = {"W": (5, 6, 7, 8), "h": (BATCH, 2, 7), "input_idx": ((BATCH, 2), 5)}
-
-
-_HSM = {"x": (BATCH, 4), "batch_size": BATCH, "n_outputs": 9, "n_classes": 5,
-        "n_outputs_per_class": 2, "W1": (4, 5), "b1": (5,), "W2": (5, 4, 2), "b2": (5, 2)}
-_TARGET = {"target": ((BATCH,), 9)}
-
-CASES = [
-    Case("sparse_block_gemv", nbs.sparse_block_gemv,
-         {"o": (BATCH, 4, 8), **_PRODUCT, "output_idx": ((BATCH, 4), 6)},
-         ("o", "h", "input_idx", "output_idx")),
-    Case("sparse_block_dot", nbs.sparse_block_dot,
-         {**_PRODUCT, "b": (6, 8), "output_idx": ((BATCH, 4), 6)},
-         ("h", "input_idx", "output_idx")),
-    Case("sparse_block_outer", nbs.sparse_block_outer,
-         {"o": (5, 6, 7, 8), "x": (BATCH, 2, 7), "y": (BATCH, 4, 8), "x_idx": ((BATCH, 2), 5),
-          "y_idx": ((BATCH, 4), 6)},
-         ("x", "y", "x_idx", "y_idx"), {"alpha": 0.5}),
-    Case("sparse_block_dot_grad", nbs.sparse_block_dot_grad,
-         {"grad_output": (BATCH, 4, 8), **_PRODUCT, "b": (6, 8), "output_idx": ((BATCH, 4), 6)},
-         ("grad_output", "h", "input_idx", "output_idx")),
-    Case("softmax", nbs.softmax, {"x": (BATCH, 9)}, ("x",), {"axis": 1}),
-    Case("softmax_grad", nbs.softmax_grad, {"grad_output": (BATCH, 9), "y": (BATCH, 9)},
-         ("grad_output", "y")),
-    Case("h_softmax", nbs.h_softmax, {**_HSM, "target": None}, ("x",)),
-    Case("h_softmax[target]", nbs.h_softmax, {**_HSM, **_TARGET}, ("x", "target")),
-    Case("h_softmax_grad", nbs.h_softmax_grad, {"grad_output": (BATCH, 9), **_HSM, "target": None},
-         ("grad_output", "x")),
-    Case("h_softmax_grad[target]", nbs.h_softmax_grad,
-         {"grad_output": (BATCH,), **_HSM, **_TARGET}, ("grad_output", "x", "target")),
-    Case("h_softmax_nll", nbs.h_softmax_nll, {**_HSM, **_TARGET}, ("x", "target")),
-    Case("h_softmax_nll_grad", nbs.h_softmax_nll_grad,
-         {"grad_output": (BATCH,), **_HSM, **_TARGET}, ("grad_output", "x", "target")),
-]
+CASES = [Case(op) for op in OPS]
 CASE = {c.name: c for c in CASES}
 by_case = pytest.mark.parametrize("case", CASES, ids=str)
 
-ACCUMULATING = {  # result fields summed over the chunks (None: the result itself)
-    "sparse_block_outer": [None],
-    "sparse_block_dot_grad": ["W", "b"],
-    "h_softmax_grad": ["W1", "b1", "W2", "b2"],
-    "h_softmax_grad[target]": ["W1", "b1", "W2", "b2"],
-    "h_softmax_nll_grad": ["W1", "b1", "W2", "b2"],
-}
+ACCUMULATING = {op.name: list(op.summed) for op in OPS if op.accumulates}
+"""Result fields summed over the chunks (None: the result itself), by op."""
 
 
 def _chunked(a, rows):
@@ -254,14 +218,7 @@ def tree_shape(result):
 def _64_chunks(case):
     """``case``'s arguments with a batch of 256 rows, as Dask arrays of 64 chunks of 4 rows."""
     rows = 256
-    shapes = dict(case.shapes)
-    for name in case.batch:
-        spec = shapes[name]
-        indices = isinstance(spec[0], tuple)
-        shapes[name] = ((rows, *spec[0][1:]), spec[1]) if indices else (rows, *spec[1:])
-    if "batch_size" in shapes:
-        shapes["batch_size"] = rows
-    args = replace(case, shapes=shapes).numpy_args()
+    args = replace(case, sizes=replace(case.sizes, batch=rows)).numpy_args()
     return {k: _chunked(a, 4) if k in case.batch else a for k, a in args.items()}
 
 
@@ -385,12 +342,8 @@ EAGER = [  # (case, argument, replacement, error): raised at the call, before an
 @pytest.mark.parametrize(("name", "arg", "bad", "error"), EAGER, ids=[f"{e[0]}-{e[1]}" for e in EAGER])
 def test_argument_errors_are_raised_at_the_call_with_the_numpy_message(name, arg, bad, error):
     case = CASE[name]
-    if arg in case.keywords:
-        case = replace(case, keywords={**case.keywords, arg: bad(case.keywords[arg])})
-        args = case.numpy_args()
-    else:
-        args = case.numpy_args()
-        args[arg] = bad(args[arg])
+    args = case.numpy_args()
+    args[arg] = bad(args[arg])
     message = _numpy_error(case, args, error)
     with pytest.raises(error) as info:
         case.call(to_dask(case, args, "batch"))
@@ -401,7 +354,7 @@ def test_argument_errors_are_raised_at_the_call_with_the_numpy_message(name, arg
 def test_inplace_is_refused(name):
     case = CASE[name]
     with pytest.raises(ValueError, match="inplace=True cannot write into a Dask array"):
-        case.func(**to_dask(case, case.numpy_args(), "batch"), **case.keywords, inplace=True)
+        case.func(**to_dask(case, case.numpy_args(), "batch"), inplace=True)
 
 
 def test_chunks_along_a_non_batch_axis_are_refused():
