@@ -25,72 +25,40 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-import nbsparse as nbs
+from nbsparse._optable import OPS, Sizes, problem, tolerance
 
 
 # --------------------------------------------------------------------------- arguments
 @dataclass(frozen=True)
-class Idx:
-    shape: tuple
-    n: int  # values in [0, n)
-
-
-@dataclass(frozen=True)
 class Spec:
-    """A public function and the shapes of valid arguments (tuples: floats; Idx: indices)."""
+    """A row of the op table and valid arguments for it (the default ``Sizes``: batch 3)."""
 
-    name: str
-    func: object
-    args: dict
+    op: object
+
+    @property
+    def name(self):
+        return self.op.name
+
+    @property
+    def func(self):
+        return self.op.func
 
     def build(self, dtype=np.float64, overrides=None, index_dtype=np.int64):
         """Valid keyword arguments: floats of ``dtype`` except ``overrides`` (name -> dtype)."""
-        rng = np.random.default_rng(0)
+        args = self.op.kwargs(problem(Sizes(), dtype, np.random.default_rng(0), index_dtype))
         overrides = overrides or {}
-        out = {}
-        for name, spec in self.args.items():
-            if isinstance(spec, Idx):
-                out[name] = rng.integers(0, spec.n, spec.shape).astype(index_dtype)
-            elif isinstance(spec, tuple):
-                out[name] = rng.random(spec).astype(overrides.get(name, dtype))
-            else:
-                out[name] = spec  # an int size, or None
-        return out
+        return {k: a.astype(overrides[k]) if k in overrides else a for k, a in args.items()}
 
     @property
     def floats(self):
-        return [n for n, s in self.args.items() if isinstance(s, tuple)]
+        return list(self.op.floats)
 
     @property
     def arrays(self):
-        return [n for n, s in self.args.items() if isinstance(s, (tuple, Idx))]
+        return list(self.op.arrays)
 
 
-_PRODUCT = {"W": (5, 6, 7, 8), "h": (3, 2, 7), "input_idx": Idx((3, 2), 5)}
-_HSM = {"x": (3, 4), "batch_size": 3, "n_outputs": 9, "n_classes": 5, "n_outputs_per_class": 2,
-        "W1": (4, 5), "b1": (5,), "W2": (5, 4, 2), "b2": (5, 2)}
-
-SPECS = [
-    Spec("sparse_block_gemv", nbs.sparse_block_gemv,
-         {"o": (3, 4, 8), **_PRODUCT, "output_idx": Idx((3, 4), 6)}),
-    Spec("sparse_block_dot", nbs.sparse_block_dot,
-         {**_PRODUCT, "b": (6, 8), "output_idx": Idx((3, 4), 6)}),
-    Spec("sparse_block_outer", nbs.sparse_block_outer,
-         {"o": (5, 6, 7, 8), "x": (3, 2, 7), "y": (3, 4, 8), "x_idx": Idx((3, 2), 5),
-          "y_idx": Idx((3, 4), 6)}),
-    Spec("sparse_block_dot_grad", nbs.sparse_block_dot_grad,
-         {"grad_output": (3, 4, 8), **_PRODUCT, "b": (6, 8), "output_idx": Idx((3, 4), 6)}),
-    Spec("softmax", nbs.softmax, {"x": (3, 4)}),
-    Spec("softmax_grad", nbs.softmax_grad, {"grad_output": (3, 4), "y": (3, 4)}),
-    Spec("h_softmax", nbs.h_softmax, {**_HSM, "target": None}),
-    Spec("h_softmax[target]", nbs.h_softmax, {**_HSM, "target": Idx((3,), 9)}),
-    Spec("h_softmax_grad", nbs.h_softmax_grad, {"grad_output": (3, 9), **_HSM, "target": None}),
-    Spec("h_softmax_grad[target]", nbs.h_softmax_grad,
-         {"grad_output": (3,), **_HSM, "target": Idx((3,), 9)}),
-    Spec("h_softmax_nll", nbs.h_softmax_nll, {**_HSM, "target": Idx((3,), 9)}),
-    Spec("h_softmax_nll_grad", nbs.h_softmax_nll_grad,
-         {"grad_output": (3,), **_HSM, "target": Idx((3,), 9)}),
-]
+SPECS = [Spec(op) for op in OPS]
 SPEC = {s.name: s for s in SPECS}
 by_spec = pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 
@@ -283,7 +251,7 @@ def test_device_arrays_run_and_come_back_as_device_arrays(spec, kind, small_bloc
     for r, e in zip(got, expected):
         assert _is_device_array(r), type(r)
         assert r.dtype == e.dtype and tuple(r.shape) == e.shape
-        np.testing.assert_allclose(r.copy_to_host(), e, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(r.copy_to_host(), e, **tolerance(np.float64))
     for name in spec.arrays:  # inputs unchanged
         np.testing.assert_array_equal(_host_copy(args[name]), host_args[name], err_msg=name)
     touched = {k: args[k].touched for k in spec.arrays if isinstance(args[k], CAIArray)}
