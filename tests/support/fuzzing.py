@@ -35,6 +35,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 import nbsparse as nbs
+from nbsparse import _optable as optable
 from nbsparse import _reference
 from nbsparse._optable import tolerance
 
@@ -45,12 +46,12 @@ LAYOUTS = ("C", "F", "strided", "reversed")
 SPECIAL_VALUES = (np.nan, np.inf, -np.inf)
 INDEX_PATTERNS = ("random", "one_block", "permuted", "row_on_one_block", "extremes")
 
-OPS = ("sparse_block_gemv", "sparse_block_dot", "sparse_block_outer", "sparse_block_dot_grad",
-       "softmax", "softmax_grad", "h_softmax", "h_softmax[target]", "h_softmax_grad",
-       "h_softmax_grad[target]")
-"""Every public function and mode; the fuzz tests are parametrised over these."""
+OPS = tuple(op.name for op in optable.OPS if op.func not in (nbs.h_softmax_nll, nbs.h_softmax_nll_grad))
+"""The rows of the op table the fuzz tests are parametrised over: all but the loss
+(``h_softmax_nll*``), which has no strategy here."""
 
-WEIGHTS = frozenset({"W", "b", "W1", "b1", "W2", "b2"})
+WEIGHTS = frozenset(name for op in optable.OPS for name in op.weights)
+"""Float arguments used whole by every row: read-only in the "weights" mode."""
 
 
 def examples(fraction=1):
@@ -184,7 +185,7 @@ class Fuzzed:
             return np.empty(copies[_first_float(copies)].shape, dtype)  # oracle's max needs rows
         if self.op == "h_softmax" and args["batch_size"] == 0:
             return np.empty((0, args["n_outputs"]), dtype)  # the oracle cannot reshape batch 0
-        reference = getattr(_reference, self.func.__name__)
+        reference = optable.OP[self.op].reference
         with np.errstate(all="ignore"):  # NaN/inf inputs: NumPy warns, the values are the test
             result = reference(**args)
         if isinstance(result, tuple):
@@ -361,21 +362,22 @@ def product_calls(draw, op):
     if op == "sparse_block_gemv":
         values = {"o": normal(batch, o_win, o_size), "W": normal(*W_shape),
                   "h": normal(batch, i_win, i_size), "input_idx": idx_in, "output_idx": idx_out}
-        index_names, others, func = ("input_idx", "output_idx"), {}, nbs.sparse_block_gemv
+        others = {}
     elif op == "sparse_block_dot":
         values = {"W": normal(*W_shape), "h": normal(batch, i_win, i_size), "input_idx": idx_in,
                   "b": normal(o_blocks, o_size), "output_idx": idx_out}
-        index_names, others, func = ("input_idx", "output_idx"), {}, nbs.sparse_block_dot
+        others = {}
     elif op == "sparse_block_outer":
         values = {"o": normal(*W_shape), "x": normal(batch, i_win, i_size),
                   "y": normal(batch, o_win, o_size), "x_idx": idx_in, "y_idx": idx_out}
         alpha = draw(st.sampled_from([1.0, 0.0, -1.0]) | st.floats(-3, 3))
-        index_names, others, func = ("x_idx", "y_idx"), {"alpha": alpha}, nbs.sparse_block_outer
+        others = {"alpha": alpha}
     else:
         values = {"grad_output": normal(batch, o_win, o_size), "W": normal(*W_shape),
                   "h": normal(batch, i_win, i_size), "input_idx": idx_in,
                   "b": normal(o_blocks, o_size), "output_idx": idx_out}
-        index_names, others, func = ("input_idx", "output_idx"), {}, nbs.sparse_block_dot_grad
+        others = {}
+    index_names, func = optable.OP[op].indices, optable.OP[op].func
     placed = _place_specials(rng, values, n_special)
     looks = {**draw(float_looks([n for n in values if n not in index_names])),
              **draw(index_looks(index_names))}
@@ -398,14 +400,14 @@ def softmax_calls(draw, op):
     scale = draw(st.sampled_from([1.0, 30.0, 300.0]))
     x = scale * rng.standard_normal(shape)
     if op == "softmax":
-        values, func = {"x": x}, nbs.softmax
+        values = {"x": x}
     else:
         with np.errstate(all="ignore"):
             y = _reference.softmax(x, axis) if x.shape[axis] else x
-        values, func = {"grad_output": rng.standard_normal(shape), "y": y}, nbs.softmax_grad
+        values = {"grad_output": rng.standard_normal(shape), "y": y}
     placed = _place_specials(rng, values, draw(specials))
     pairs = [("grad_output", "y")] if op == "softmax_grad" else ()
-    fz = _finish(draw, op, func, values, draw(float_looks(list(values))), {"axis": axis},
+    fz = _finish(draw, op, optable.OP[op].func, values, draw(float_looks(list(values))), {"axis": axis},
                  alias_pairs=pairs)
     fz.specials = placed
     return fz
@@ -437,7 +439,7 @@ def h_softmax_calls(draw, op):
         looks.update(draw(index_looks(["target"])))
     else:
         others["target"] = None
-    func = nbs.h_softmax_grad if op.startswith("h_softmax_grad") else nbs.h_softmax
+    func = optable.OP[op].func
     pairs = [("x", "W1"), ("W1", "W2"), ("W2", "b2")] + (
         [("grad_output", "x")] if "grad_output" in values else [])
     if op == "h_softmax_grad":  # an overlap could carry NaN into a healed class block
