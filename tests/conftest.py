@@ -1,6 +1,6 @@
 """Session set-up shared by every test module.
 
-The CUDA simulator must be chosen before Numba is first imported (TECH_NOTES §7):
+The CUDA simulator must be chosen before Numba is first imported:
 setting ``NUMBA_ENABLE_CUDASIM`` after ``import numba`` is ignored. conftest is
 imported before any test module, so CPU tests and simulator tests can share one
 session. The simulator does not change the CPU kernels. On a GPU machine run
@@ -25,7 +25,7 @@ SEED = 20240611
 # read or written. "long" (``pytest --hypothesis-profile=long``) runs 20x the
 # examples from fresh random seeds and keeps a database of failures in
 # .hypothesis/. Tests that size their runs from ``settings.default.max_examples``
-# (tests/fuzzing.py) follow the profile; tests with an explicit ``max_examples``
+# (tests/support/fuzzing.py) follow the profile; tests with an explicit ``max_examples``
 # keep it. The hypothesis plugin loads ``--hypothesis-profile`` after this file.
 _COMMON = {"deadline": None, "print_blob": True,
            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}

@@ -10,7 +10,7 @@
   item access): only the kernels read their data. Numba device arrays come back
   as device arrays; an object with only ``__cuda_array_interface__`` (neither
   CuPy nor Numba) gets a Numba device array, or itself with ``inplace=True``.
-  tests/test_device.py checks every op, CuPy in/CuPy out and the strict API.
+  tests/device/ checks every op, CuPy in/CuPy out and the strict API.
 - Host and device arrays mixed in one call: ``TypeError`` naming both sides,
   raised by ``select()`` from attributes alone, before any data is read.
 - ``import nbsparse`` imports neither Numba nor numba.cuda nor CuPy.
@@ -163,7 +163,7 @@ class CAIArray(_Recording):
 
     The interface points at a C-contiguous host copy of ``template`` that the
     double keeps alive: under the CUDA simulator nbsparse reads a CAI pointer as
-    host memory (TECH_NOTES §2), so the kernels can run on it. On a real GPU that
+    host memory (the simulator has no device memory of its own), so the kernels can run on it. On a real GPU that
     pointer is not device memory: only calls that raise before reading data may
     use this double there.
     """

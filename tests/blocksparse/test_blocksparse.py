@@ -187,7 +187,7 @@ MIXED3 = [(F32, F32, F64), (F32, F64, F32), (F64, F32, F32), (F64, F64, F32)]
 def test_mixed_float_dtypes_give_the_result_type(op, dtypes):
     # The float arguments take ``dtypes`` in order (dot_grad's fourth, b, is float32).
     # Expected values come from the oracle on inputs cast to the result dtype (see
-    # helpers.in_result_dtype): the result is computed in that dtype, not only stored in it.
+    # tests.support.assertions.in_result_dtype): the result is computed in that dtype, not only stored in it.
     args = list(getattr(ProductCase("mixed", seed=21).make(np.float64), op)())
     floats = [p for p, arg in enumerate(args) if arg.dtype.kind == "f"]
     for position, dtype in zip(floats, [*dtypes, np.float32]):

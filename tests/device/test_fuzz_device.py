@@ -1,11 +1,11 @@
 """Fuzzing every public function and mode on device arrays (the CUDA simulator by default).
 
-The same drawn calls as tests/test_fuzz.py (see tests/fuzzing.py), fewer of them
+The same drawn calls as tests/robustness/test_fuzz.py (see tests/support/fuzzing.py), fewer of them
 (the simulator runs a CUDA thread as a Python thread): each argument is put on
 the device in its drawn layout (C, F, strided, negative strides; an ``o`` that
 aliases another argument shares one device buffer with it), read-only arguments
 as a CUDA-array-interface object flagged read-only, and the device arrays are the
-strict double of tests/test_device.py (only Numba's real ``DeviceNDArray`` API).
+strict double of tests/support/device.py (only Numba's real ``DeviceNDArray`` API).
 Results come back as device arrays and are compared with the oracle as on the
 host; every device buffer is compared byte for byte afterwards.
 """

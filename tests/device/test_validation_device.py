@@ -1,4 +1,4 @@
-"""The bad-input matrix of tests/test_validation.py on device arrays (the CUDA simulator).
+"""The bad-input matrix of tests/support/errors.py on device arrays (the CUDA simulator).
 
 Every case of the host table (``TABLE``: wrong kinds, dtypes, dimensions, shapes,
 sizes, axes, read-only or wrongly typed ``o`` with ``inplace=True``), every
@@ -9,11 +9,11 @@ the *same message* as the host call, and write nothing: each device buffer holds
 byte for byte, what it held before.
 
 Two ways to be a device array: ``numba`` (``cuda.to_device``: the strict
-``DeviceNDArray`` double of tests/test_device.py; read-only host arrays become a
+``DeviceNDArray`` double of tests/support/device.py; read-only host arrays become a
 CUDA-array-interface object flagged read-only) and ``cai`` (every array is a
 CUDA-array-interface object over the host array's own memory, strides and
 read-only flag included, as CuPy gives; simulator only), where the host
-fingerprint of tests/test_validation.py applies unchanged. The in-place ops'
+fingerprint of tests/support/errors.py applies unchanged. The in-place ops'
 cases run both ways, the others as Numba arrays.
 """
 

@@ -1,6 +1,6 @@
 """Calls from several Python threads at once, under every threading layer a user may have.
 
-The workload is tests/concurrency_workload.py: every op and mode, heavily repeated
+The workload is tests/support/concurrency_workload.py: every op and mode, heavily repeated
 index pairs for the accumulating ops, each Python thread on its own Numba thread
 count, every result compared bit for bit with the same call made alone on one
 Numba thread, and integer-valued accumulations compared exactly with the oracle.

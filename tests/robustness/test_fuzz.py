@@ -1,6 +1,6 @@
 """Fuzzing every public function and mode on NumPy arrays against the NumPy oracle.
 
-The strategies and checks are in ``tests/fuzzing.py``: arbitrary small shapes
+The strategies and checks are in ``tests/support/fuzzing.py``: arbitrary small shapes
 (zero-size dimensions and windows of 1 included), repeated and permuted
 indices, every integer index dtype, float32/float64 mixes, C/F/strided/negative
 strides, read-only arguments, NaN and +-inf, and an ``o`` that shares memory

@@ -1,6 +1,6 @@
 """10,000 small calls do not grow memory, and a failed call leaks nothing.
 
-The counts run in a child process (tests/resources_workload.py) with one Numba
+The counts run in a child process (tests/support/resources_workload.py) with one Numba
 thread, so that the meters see nbsparse and not the test session: Python
 allocations (tracemalloc), Numba's runtime allocations inside kernels
 (``NUMBA_NRT_STATS=1``: allocations minus frees), and the resident set size.

@@ -1,4 +1,4 @@
-"""Concurrent calls of every op, checked bit for bit: imported by tests/test_concurrency.py
+"""Concurrent calls of every op, checked bit for bit: imported by tests/robustness/test_concurrency.py
 and run as a script in child processes, one per Numba threading layer.
 
 Each of ``threads`` Python threads sets its own Numba thread count (1, 2, ... up

@@ -1,4 +1,4 @@
-"""Memory use of many small calls and of failed calls; run as a script by tests/test_resources.py.
+"""Memory use of many small calls and of failed calls; run as a script by tests/robustness/test_resources.py.
 
 Three meters, read after warming every call up (compiling, filling caches):
 Python allocations (``tracemalloc``), Numba's runtime allocations inside the
