@@ -1,6 +1,6 @@
 """Session set-up shared by every test module.
 
-The CUDA simulator must be chosen before Numba is first imported (TECH_NOTES §7):
+The CUDA simulator must be chosen before Numba is first imported:
 setting ``NUMBA_ENABLE_CUDASIM`` after ``import numba`` is ignored. conftest is
 imported before any test module, so CPU tests and simulator tests can share one
 session. The simulator does not change the CPU kernels. On a GPU machine run
@@ -25,7 +25,7 @@ SEED = 20240611
 # read or written. "long" (``pytest --hypothesis-profile=long``) runs 20x the
 # examples from fresh random seeds and keeps a database of failures in
 # .hypothesis/. Tests that size their runs from ``settings.default.max_examples``
-# (tests/fuzzing.py) follow the profile; tests with an explicit ``max_examples``
+# (tests/support/fuzzing.py) follow the profile; tests with an explicit ``max_examples``
 # keep it. The hypothesis plugin loads ``--hypothesis-profile`` after this file.
 _COMMON = {"deadline": None, "print_blob": True,
            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
@@ -54,6 +54,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="no CUDA GPU and the simulator is off"))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    """Key the derandomised examples of a parametrised hypothesis test on its file name and id.
+
+    Hypothesis seeds them from ``item.nodeid``, which holds the folder: moving a test
+    file between the folders of tests/ would change which examples CI runs. The key
+    is the id the test would have directly under tests/ (file names are unique across
+    the folders), so the examples stay those of the flat layout they were chosen in.
+    The attribute is hypothesis's own (set by its pytest plugin just before this hook).
+    """
+    inner = getattr(getattr(item.obj, "hypothesis", None), "inner_test", None)
+    if inner is not None and hasattr(inner, "_hypothesis_internal_add_digest"):
+        path, _, rest = item.nodeid.partition("::")
+        inner._hypothesis_internal_add_digest = f"tests/{path.rsplit('/', 1)[-1]}::{rest}".encode()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _fast_simulator():
     """Shorter GIL switch interval: simulated ``syncthreads`` busy-polls (about 5x faster)."""
@@ -61,6 +77,18 @@ def _fast_simulator():
     sys.setswitchinterval(1e-4)
     yield
     sys.setswitchinterval(old)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """8 CUDA threads per block: fewer simulated threads, grids of several blocks and a ragged last one.
+
+    Returns ``monkeypatch``, so a test can set another size. Imports numba.cuda only when asked for.
+    """
+    from nbsparse._cuda import launch
+
+    monkeypatch.setattr(launch, "THREADS_PER_BLOCK", 8)
+    return monkeypatch
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Dask arrays in, Dask arrays out."""

@@ -1,0 +1,1 @@
+"""Bad inputs, fuzzing, threads, memory, huge pages and sizes past 32 bits."""

@@ -1,0 +1,1 @@
+"""softmax and softmax_grad."""

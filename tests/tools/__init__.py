@@ -1,0 +1,1 @@
+"""The command-line tools: the benchmark, the demo, the self-check."""
