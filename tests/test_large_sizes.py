@@ -155,7 +155,7 @@ def test_cpu_kernels_compute_every_index_in_64_bits():
               if (bad := _without_chunksize(typemap, narrow_integers(typemap)))}
     assert narrow == {}
     modules = {label.split(".")[0] for label in checked}
-    assert {"blocksparse", "softmax", "hsoftmax"} <= modules, checked  # guard: kernels were found
+    assert {"products", "outer", "grads", "softmax", "hsoftmax"} <= modules, checked  # guard: kernels were found
 
 
 CUDA_CHILD = r"""
