@@ -243,8 +243,7 @@ def stream_store(typingctx, dst, at, src, start, n_vectors):
     return types.void(dst, at, src, start, n_vectors), codegen
 
 
-
-# --------------------------------------------------------------------------- grad_h's dot-product tiles (see ``tuning.DOT_ROWS``)
+# --------------------------------------------------------------------------- dot-product tiles (``tuning.DOT_ROWS``)
 
 
 def _make_dot_tile(mr, nr):
