@@ -149,22 +149,11 @@ class HostBackend:
     def weight_gradient(self, shape, x, y, x_idx, y_idx):
         """A new ``shape`` array holding ``sum outer(x[b, i], y[b, j])`` at block ``(x_idx[b, i], y_idx[b, j])``.
 
-        On recycled huge pages when large. The kernel writes every element itself,
-        so no separate zeroing pass runs over the ``W``-sized array: ``outer`` with
-        ``clear``, or, when most blocks get no term at all (tiny blocks),
-        ``outer_scattered_new``, which builds each block row in cache and streams
-        it out. A memset first is the fallback for block rows too large for that.
+        On recycled huge pages when large; ``nbsparse._cpu.outer.weight_gradient``
+        fills it (choosing the kernel, with no separate zeroing pass where it can).
         """
-        kernels = self.kernels.blocksparse
-        one = x.dtype.type(1.0)
         o = _hugepages.empty(shape, x.dtype)
-        if x_idx.size * y_idx.shape[1] >= kernels.MIN_TERMS_PER_BLOCK * shape[0] * shape[1]:
-            kernels.outer(o, x, y, x_idx, y_idx, one, True)
-        elif shape[1] * shape[2] * shape[3] * o.itemsize <= kernels.SCRATCH_BYTES:  # one block row o[p]
-            kernels.outer_scattered_new(o, x, y, x_idx, y_idx, one)
-        else:
-            o[...] = 0
-            kernels.outer(o, x, y, x_idx, y_idx, one, False)
+        self.kernels.outer.weight_gradient(o, x, y, x_idx, y_idx)
         return o
 
     @staticmethod

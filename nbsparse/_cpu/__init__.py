@@ -1,11 +1,31 @@
-"""Numba CPU kernels (``@njit(parallel=True, cache=True)``).
+"""Numba CPU kernels, compiled on first use and cached on disk (see :mod:`.jit`).
 
 Every kernel writes into arrays it is given, returns None and trusts its
 inputs: the public functions have already validated shapes and index ranges
 and normalised floats to one dtype and indices to C-contiguous ``intp``, so
 each kernel compiles for float32 and float64 only.
+
+Modules: the kernels (``products``, ``outer``, ``grads``, ``softmax``,
+``hsoftmax``), their scheduling (``scheduling``), the loops over register
+tiles (``tiles``) and the LLVM code they run (``codegen``), the tuning
+constants (``tuning``) and the cached compilation (``jit``). Importing them
+compiles nothing and starts no thread.
 """
 
-from . import blocksparse, hsoftmax, softmax
+from types import SimpleNamespace
 
-__all__ = ["blocksparse", "hsoftmax", "softmax"]
+from . import grads, hsoftmax, outer, products, softmax
+
+# The block-sparse kernels under the one name that both backends' kernel
+# packages give them (``kernels.blocksparse.gemv`` and so on).
+blocksparse = SimpleNamespace(
+    gemv=products.gemv,
+    set_bias=products.set_bias,
+    outer=outer.outer,
+    outer_scattered_new=outer.outer_scattered_new,
+    weight_gradient=outer.weight_gradient,
+    grad_h=grads.grad_h,
+    bias_grad=grads.bias_grad,
+)
+
+__all__ = ["blocksparse", "grads", "hsoftmax", "outer", "products", "softmax"]

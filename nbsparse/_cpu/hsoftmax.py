@@ -1,69 +1,30 @@
 """CPU kernels that join the two levels of the hierarchical softmax, and its log-loss.
 
-``p_class`` is ``(batch, n_classes)``, the class probabilities; ``p_slot`` holds the
-within-class probabilities: ``(batch, n_classes, K)`` in full mode, ``(batch, K)``
-(the target's class only) in target mode. The loss kernels (``nll_*``) take the
-activations (softmax inputs) ``a_class`` and ``a_slot`` of the same shapes, target
-mode, instead. Each batch row is owned by one parallel iteration, so writes never
-collide.
+``p_class`` is ``(batch, n_classes)``, the class probabilities; ``p_slot``
+``(batch, K)`` holds the within-class probabilities of the target's class
+(target mode). The loss kernels (``nll_*``) take the activations (softmax
+inputs) ``a_class`` and ``a_slot`` of the same shapes instead. Each batch row is
+owned by one parallel iteration, so writes never collide. Full mode (every
+class of every row) runs on dense products: ``full_dense`` and
+``full_dense_backward`` below.
 """
 
 import numpy as np
-from numba import njit, prange, types
+from numba import prange, types
 from numba.extending import overload
 
-from .blocksparse import FASTMATH
+from .jit import cached_jit
+from .tuning import FASTMATH
 
 
-@njit(parallel=True, cache=True)
-def full_forward(p_class, p_slot, out):
-    """In place: ``out[n, c * K + k] = p_class[n, c] * p_slot[n, c, k]`` for the first ``out.shape[1]`` columns."""
-    batch, n_outputs = out.shape
-    n_classes, K = p_slot.shape[1], p_slot.shape[2]
-    for n in prange(batch):
-        for c in range(n_classes):
-            for k in range(min(K, n_outputs - c * K)):
-                out[n, c * K + k] = p_class[n, c] * p_slot[n, c, k]
-
-
-@njit(parallel=True, cache=True)
+@cached_jit(parallel=True)
 def target_forward(p_class, p_slot, classes, slots, out):
     """In place: ``out[n] = p_class[n, classes[n]] * p_slot[n, slots[n]]``."""
     for n in prange(out.shape[0]):
         out[n] = p_class[n, classes[n]] * p_slot[n, slots[n]]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def full_backward(g, p_class, p_slot, d_class, d_slot):
-    """In place: the softmax-input gradients of both levels, full mode.
-
-    ``g`` is ``(batch, n_outputs)``; columns past ``n_outputs`` (Theano's
-    truncation) get zero gradient. Writes ``d_class`` ``(batch, n_classes)`` and
-    ``d_slot`` ``(batch, n_classes, K)``.
-    """
-    batch, n_outputs = g.shape
-    n_classes, K = p_slot.shape[1], p_slot.shape[2]
-    for n in prange(batch):
-        class_dot = 0.0
-        for c in range(n_classes):
-            width = max(0, min(K, n_outputs - c * K))
-            # d out / d p_class[c] = sum_k g * p_slot;  d out / d p_slot[c, k] = g * p_class[c]
-            g_class = 0.0
-            for k in range(width):
-                g_class += g[n, c * K + k] * p_slot[n, c, k]
-            for k in range(width, K):  # truncated: zero upstream, but 0 * NaN is NaN as in the reference
-                g_class += 0.0 * p_slot[n, c, k]
-            d_class[n, c] = g_class  # raw upstream gradient, turned into softmax grad below
-            class_dot += g_class * p_class[n, c]
-            slot_dot = g_class * p_class[n, c]  # sum_k (g * p_class) * p_slot
-            for k in range(K):
-                upstream = g[n, c * K + k] * p_class[n, c] if k < width else 0.0
-                d_slot[n, c, k] = p_slot[n, c, k] * (upstream - slot_dot)
-        for c in range(n_classes):
-            d_class[n, c] = p_class[n, c] * (d_class[n, c] - class_dot)
-
-
-@njit(parallel=True, cache=True)
+@cached_jit(parallel=True)
 def target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot):
     """In place: the softmax-input gradients of both levels, target mode.
 
@@ -82,7 +43,7 @@ def target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot):
             d_slot[n, k] = p_slot[n, k] * ((g_slot if k == k_t else 0.0) - g_slot * p_slot[n, k_t])
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@cached_jit(fastmath=FASTMATH)
 def _max_and_sum_exp(row):
     """``(m, sum(exp(row - m)))`` with ``m = max(row)``: no exp overflows, the sum is in [1, n]."""
     peak = -np.inf
@@ -94,7 +55,7 @@ def _max_and_sum_exp(row):
     return peak, total
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@cached_jit(fastmath=FASTMATH)
 def _neg_log_softmax(row, t):
     """``logsumexp(row) - row[t]``, as ``(m - row[t]) + log(sum(exp(row - m)))``.
 
@@ -105,7 +66,7 @@ def _neg_log_softmax(row, t):
     return (peak - row[t]) + np.log(total)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@cached_jit(parallel=True, fastmath=FASTMATH)
 def nll_forward(a_class, a_slot, classes, slots, out):
     """In place: ``out[n] = -log_softmax(a_class[n])[classes[n]] - log_softmax(a_slot[n])[slots[n]]``.
 
@@ -118,7 +79,7 @@ def nll_forward(a_class, a_slot, classes, slots, out):
         out[n] = _neg_log_softmax(a_class[n], classes[n]) + _neg_log_softmax(a_slot[n], slots[n])
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@cached_jit(parallel=True, fastmath=FASTMATH)
 def nll_backward(g, a_class, a_slot, classes, slots, d_class, d_slot):
     """In place: the activation gradients of ``sum(g * nll)``, both levels.
 
@@ -138,7 +99,7 @@ def nll_backward(g, a_class, a_slot, classes, slots, d_class, d_slot):
         d_slot[n, slots[n]] -= g[n]
 
 
-@njit(cache=True)
+@cached_jit()
 def split_target(target, K, classes, slots):
     """In place: ``classes = target // K`` and ``slots = target % K`` (targets are non-negative)."""
     for n in range(target.shape[0]):
@@ -170,7 +131,7 @@ def _exp_scratch_overload(a):
     return lambda a: (np.empty(a.size, np.int64), 52, 1023)
 
 
-@njit(cache=True, fastmath=_ELEMENTWISE)
+@cached_jit(fastmath=_ELEMENTWISE)
 def _exp_shifted(x, shift, out, bits, mantissa, bias):
     """``out[k] = exp(x[k] - shift)`` for ``x[k] <= shift``, vectorised.
 
@@ -212,7 +173,7 @@ def _exp_shifted(x, shift, out, bits, mantissa, bias):
         out[k] *= scale[k]
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@cached_jit(fastmath=FASTMATH)
 def _softmax_into(x, shift_row, out, bits, mantissa, bias):
     """``out = softmax(x + shift_row)`` (``x`` is overwritten with ``x + shift_row``)."""
     peak = -np.inf
@@ -228,7 +189,7 @@ def _softmax_into(x, shift_row, out, bits, mantissa, bias):
         out[k] *= scale
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@cached_jit(fastmath=FASTMATH)
 def full_dense(a_class, b1, a_slot, b2, out):
     """In place: the full-mode ``h_softmax`` from the two products, one pass.
 
@@ -257,7 +218,7 @@ def full_dense(a_class, b1, a_slot, b2, out):
                 row[k] = scale * p_slot[k]
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@cached_jit(fastmath=FASTMATH)
 def full_dense_backward(g, a_class, b1, a_slot, b2, d_class, d_slot):
     """In place: the softmax-input gradients of both levels, full mode, from the products.
 

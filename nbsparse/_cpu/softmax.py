@@ -4,12 +4,13 @@ Each row is owned by one parallel iteration, so writes never collide.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from .blocksparse import FASTMATH
+from .jit import cached_jit
+from .tuning import FASTMATH
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@cached_jit(parallel=True, fastmath=FASTMATH)
 def softmax_rows(x, out):
     """In place: ``out[r] = exp(x[r] - max(x[r])) / sum(exp(x[r] - max(x[r])))``."""
     n_rows, n = x.shape
@@ -27,7 +28,7 @@ def softmax_rows(x, out):
             out[r, k] *= scale
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@cached_jit(parallel=True, fastmath=FASTMATH)
 def softmax_grad_rows(g, y, out):
     """In place: ``out[r] = y[r] * (g[r] - sum(g[r] * y[r]))``."""
     n_rows, n = y.shape

@@ -84,7 +84,7 @@ def test_outer_with_clear_ignores_what_the_output_held(case, dtype):
     a = case.make(dtype)
     _, x, y, x_idx, y_idx = a.outer()
     out = np.full(a.W.shape, np.nan, dtype)
-    _cpu.blocksparse.outer(out, x, y, x_idx.astype(np.intp), y_idx.astype(np.intp), dtype(0.75), True)
+    _cpu.outer.outer(out, x, y, x_idx.astype(np.intp), y_idx.astype(np.intp), dtype(0.75), True)
     want = _reference.sparse_block_outer(np.zeros(a.W.shape, dtype), x, y, x_idx, y_idx, alpha=0.75)
     assert_matches(out, want, dtype)
 
@@ -95,7 +95,7 @@ def test_outer_scattered_new_ignores_what_the_output_held(case, dtype):
     a = case.make(dtype)
     _, x, y, x_idx, y_idx = a.outer()
     out = np.full(a.W.size + 1, np.nan, dtype)[1:].reshape(a.W.shape)  # one element off the allocation
-    _cpu.blocksparse.outer_scattered_new(out, x, y, x_idx.astype(np.intp), y_idx.astype(np.intp), dtype(0.75))
+    _cpu.outer.outer_scattered_new(out, x, y, x_idx.astype(np.intp), y_idx.astype(np.intp), dtype(0.75))
     want = _reference.sparse_block_outer(np.zeros(a.W.shape, dtype), x, y, x_idx, y_idx, alpha=0.75)
     assert_matches(out, want, dtype)
 
@@ -106,7 +106,7 @@ def test_scattered_gradient_with_block_rows_too_large_for_the_scratch(dtype):
     case = ProductCase("wide_rows", batch=3, i_blocks=3, o_blocks=300, i_size=24, o_size=24, i_win=1,
                        o_win=2, seed=41)
     a = case.make(dtype)
-    assert a.W[0].nbytes > _cpu.blocksparse.SCRATCH_BYTES
+    assert a.W[0].nbytes > _cpu.tuning.SCRATCH_BYTES
     got, want = nbs.sparse_block_dot_grad(*a.dot_grad()), _reference.sparse_block_dot_grad(*a.dot_grad())
     for name in got._fields:
         assert_matches(getattr(got, name), getattr(want, name), dtype)
@@ -116,7 +116,7 @@ def test_scattered_gradient_with_block_rows_too_large_for_the_scratch(dtype):
 def test_outer_with_clear_and_no_terms_zeroes_everything(dtype):
     out = np.full((2, 3, 4, 5), np.nan, dtype)
     x, y = np.zeros((0, 1, 4), dtype), np.zeros((0, 2, 5), dtype)
-    _cpu.blocksparse.outer(out, x, y, np.zeros((0, 1), np.intp), np.zeros((0, 2), np.intp), dtype(1), True)
+    _cpu.outer.outer(out, x, y, np.zeros((0, 1), np.intp), np.zeros((0, 2), np.intp), dtype(1), True)
     np.testing.assert_array_equal(out, 0)
 
 

@@ -159,11 +159,11 @@ def test_the_serial_view_wraps_every_kernel_module_and_passes_constants_through(
     from nbsparse import _cpu
 
     serial = _threads._SerialKernels(_cpu)
-    for module in ("blocksparse", "softmax", "hsoftmax"):
+    for module in ("products", "outer", "grads", "softmax", "hsoftmax"):
         kernels = [name for name, value in vars(getattr(_cpu, module)).items()
                    if type(value).__name__ == "CPUDispatcher"]
         assert kernels
         for name in kernels:
             assert getattr(getattr(serial, module), name).__wrapped__ is getattr(
                 getattr(_cpu, module), name)
-    assert serial.blocksparse.__name__ == "nbsparse._cpu.blocksparse"  # not callable: as is
+    assert serial.products.__name__ == "nbsparse._cpu.products"  # not callable: as is

@@ -73,12 +73,6 @@ def run_every_op_once():
         nbs.h_softmax_grad(np.ones((3, 5), dtype), *args)
         nbs.h_softmax_grad(np.ones(3, dtype), *args, target=np.array([0, 4, 2]))
         nbs.h_softmax_nll(*args, np.array([0, 4, 2]))
-        # Full mode on the host runs full_dense*; the per-row kernels stay as the CUDA
-        # kernels' oracle, so they are typed here directly.
-        p_class, p_slot = nbs.softmax(x @ W1), nbs.softmax(np.ones((3, 2, 3), dtype))
-        out, d_class, d_slot = np.empty((3, 5), dtype), np.empty_like(p_class), np.empty_like(p_slot)
-        _cpu.hsoftmax.full_forward(p_class, p_slot, out)
-        _cpu.hsoftmax.full_backward(np.ones((3, 5), dtype), p_class, p_slot, d_class, d_slot)
         nbs.h_softmax_nll_grad(np.ones(3, dtype), *args, np.array([0, 4, 2]))
 
 
@@ -161,7 +155,7 @@ def test_cpu_kernels_compute_every_index_in_64_bits():
               if (bad := _without_chunksize(typemap, narrow_integers(typemap)))}
     assert narrow == {}
     modules = {label.split(".")[0] for label in checked}
-    assert {"blocksparse", "softmax", "hsoftmax"} <= modules, checked  # guard: kernels were found
+    assert {"products", "outer", "grads", "softmax", "hsoftmax"} <= modules, checked  # guard: kernels were found
 
 
 CUDA_CHILD = r"""
@@ -255,7 +249,7 @@ def test_cpu_gemv_reads_a_weight_array_of_more_than_2_32_elements():
     output_idx = np.array([[n - 1], [7]])
     h, o = np.array([[[1.0], [2.0]], [[-1.0], [0.5]]]), np.zeros((2, 1, 1))
 
-    _cpu.blocksparse.gemv(o, W, h, input_idx, output_idx)  # the kernel itself: the API would copy W
+    _cpu.products.gemv(o, W, h, input_idx, output_idx)  # the kernel itself: the API would copy W
 
     expected = np.einsum("bi,bij->bj", h[:, :, 0], memory[input_idx[:, :, None] + output_idx[:, None, :]])
     np.testing.assert_allclose(o[:, :, 0], expected, rtol=1e-15)
