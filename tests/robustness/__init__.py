@@ -1,1 +1,1 @@
-"""Bad inputs, fuzzing, threads, memory, huge pages and sizes past 32 bits."""
+"""Bad inputs, fuzzing, threads, memory, huge pages, sizes past 32 bits and the kernels' disk cache."""
