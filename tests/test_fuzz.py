@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import nbsparse as nbs
 from nbsparse import _reference
-from nbsparse._memory import byte_extent, extents_overlap
+from nbsparse._overlap import byte_extent, extents_overlap
 
 
 @pytest.mark.parametrize("op", OPS)
