@@ -54,10 +54,10 @@ def sparse_block_dot(public, W, h, input_idx, b, output_idx):
     return call.chunkwise(public, list(arrays), (output_idx.shape[1], W.shape[3]), dtype)
 
 
-def _outer_partial(x, y, x_idx, y_idx, *, public, shape, dtype, alpha, deterministic):
-    """One chunk's outer products summed into zeros of ``shape`` (NumPy or CuPy like ``x``)."""
+def _outer_partial(x, y, x_idx, y_idx, *, outer, shape, dtype, alpha, deterministic):
+    """One chunk's outer products (``outer``: the public function) summed into zeros of ``shape``."""
     zeros = np.zeros_like(x, shape=shape, dtype=dtype)
-    return public(zeros, x, y, x_idx, y_idx, alpha, inplace=True, deterministic=deterministic)
+    return outer(zeros, x, y, x_idx, y_idx, alpha, inplace=True, deterministic=deterministic)
 
 
 def sparse_block_outer(public, o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False,
@@ -68,7 +68,7 @@ def sparse_block_outer(public, o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=Fals
     dtype, alpha = _checks.check_outer(o, x, y, x_idx, y_idx, alpha)
     _refuse_inplace(inplace)
     call = Call("sparse_block_outer", arrays, ("x", "y", "x_idx", "y_idx"), meta)
-    parts = call.parts(_outer_partial, ["x", "y", "x_idx", "y_idx"], public=public,
+    parts = call.parts(_outer_partial, ["x", "y", "x_idx", "y_idx"], outer=public,
                        shape=tuple(o.shape), dtype=dtype, alpha=alpha, deterministic=deterministic)
     return call.field_sum(parts, None, "sum", o.shape, dtype, first="o")
 
