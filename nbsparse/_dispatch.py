@@ -82,8 +82,8 @@ class _ArrayOp:
         @functools.wraps(impl)
         def public(*args, **kwargs):
             found = self.arrays(args, kwargs)
-            if found is None:  # a malformed call: Python's own TypeError, as before any check
-                return impl(*args, **kwargs, backend=None)
+            if found is None:  # a malformed call: Python's own TypeError (about the public parameters)
+                return impl(*args, **kwargs)
             if first is not None:
                 first(dict(zip(arrays, found)))
             if any_dask_array(found):
