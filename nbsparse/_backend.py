@@ -1,83 +1,118 @@
-"""Where a call runs: the array kind of its inputs picks the backend.
+"""Where a call runs: the contract both backends implement, and the choice between them.
 
-NumPy arrays run on the host (the Numba CPU kernels). Objects exposing
-``__cuda_array_interface__`` (CuPy, Numba device arrays, PyTorch CUDA tensors)
-or flagged ``__cuda_ndarray__`` (Numba's CUDA-simulator arrays) are device
-arrays. Detection is by attribute only, so it imports nothing and never copies a
-device array to the host.
-
-Dask arrays take a detour before any of this: :func:`dask_module` sends a call
-with a ``dask.array.Array`` argument to ``nbsparse._dask``, which builds a graph
-whose tasks call the public functions again, one chunk at a time.
+The array kind of a call's inputs picks the backend (``nbsparse._kinds``): NumPy
+arrays run on :class:`nbsparse._host.HostBackend` (the Numba CPU kernels),
+device arrays on :class:`nbsparse._device.DeviceBackend` (the ``@cuda.jit``
+kernels). The public modules speak only :class:`Backend`: they never ask which
+backend they have, and each backend owns its choice of kernel variants.
 """
 
-import sys
+from typing import Protocol
 
 import numpy as np
 
-from . import _hugepages, _threads
-from . import _validate as v
-
-HOST = "host"
-DEVICE = "device"
-
-_SIDE = {HOST: "on the host (NumPy)", DEVICE: "on the GPU (CUDA)"}
+from ._host import HOST_BACKEND
+from ._kinds import DEVICE, check_sides
 
 
-def array_kind(name, a):
-    """Return ``HOST`` or ``DEVICE`` for the array ``a``; TypeError for anything else.
+class Backend(Protocol):
+    """The operations a public function asks of the backend that runs it.
 
-    Python lists and scalars are refused rather than converted, so that a call
-    never guesses the backend or copies data behind the caller's back.
+    Array arguments and results are of the backend's kind (NumPy arrays on the
+    host, Numba device arrays on the GPU). The kernel operations take arguments
+    that are validated and normalised (C-contiguous floats of one dtype, ``intp``
+    indices from :meth:`indices`), write in place into their output arguments and
+    return None, unless they say otherwise; they trust their inputs.
     """
-    if isinstance(a, np.ndarray):
-        return HOST
-    if hasattr(a, "__cuda_array_interface__") or getattr(a, "__cuda_ndarray__", False):
-        return DEVICE
-    raise TypeError(
-        f"{name} must be a NumPy array or a CUDA array (CuPy, Numba device array), "
-        f"got {type(a).__name__}"
-    )
+
+    # -------------------------------------------------------------- arrays
+    def floats(self, dtype, a):
+        """``a`` as a C-contiguous array of ``dtype`` (no copy when it already is one)."""
+
+    def indices(self, idx):
+        """Validated indices (of the backend's kind, or a small host array) as C-contiguous ``intp``."""
+
+    def check_index_range(self, name, idx, n, what):
+        """IndexError naming the first position of ``idx`` outside ``[0, n)``; ``what`` explains ``n``."""
+
+    def empty(self, shape, dtype):
+        """A new uninitialised C-contiguous array."""
+
+    def zeros(self, shape, dtype):
+        """A new C-contiguous array of zeros."""
+
+    def copy(self, a, dtype):
+        """A new C-contiguous ``dtype`` copy of the caller's ``a``, which the kernels may write into."""
+
+    def moveaxis(self, a, source, destination):
+        """A view of ``a`` with axis ``source`` moved to ``destination``."""
+
+    def is_writeable(self, a):
+        """False when the caller's ``a`` is read-only."""
+
+    def overlaps(self, a, others):
+        """True when ``a`` may share memory with any of ``others`` (never a false "no")."""
+
+    def write_back(self, target, result):
+        """Copy ``result`` into the caller's ``target`` unless the kernel wrote there directly."""
+
+    def wrap(self, result):
+        """``result`` in the kind of the caller's arrays (e.g. a CuPy array when CuPy came in)."""
+
+    # -------------------------------------------------------------- block-sparse products
+    def gemv(self, o, W, h, input_idx, output_idx):
+        """``o[b, j] += sum_i h[b, i] @ W[input_idx[b, i], output_idx[b, j]]``."""
+
+    def set_bias(self, o, bias, output_idx):
+        """``o[b, j] = bias[output_idx[b, j]]``."""
+
+    def outer(self, o, x, y, x_idx, y_idx, alpha, clear):
+        """``o[x_idx[b, i], y_idx[b, j]] += alpha * outer(x[b, i], y[b, j])``; ``clear`` zeroes ``o`` first."""
+
+    def weight_gradient(self, shape, x, y, x_idx, y_idx):
+        """A new ``shape`` array: ``outer`` with ``alpha = 1`` into zeros, by the backend's fastest way."""
+
+    def grad_h(self, dh, W, g, input_idx, output_idx):
+        """``dh[b, i] += sum_j W[input_idx[b, i], output_idx[b, j]] @ g[b, j]``."""
+
+    def bias_grad(self, db, g, output_idx):
+        """``db[output_idx[b, j]] += g[b, j]`` for every ``b, j``."""
+
+    # -------------------------------------------------------------- softmax
+    def softmax_rows(self, x, out):
+        """The softmax of each row of the 2-D ``x`` into ``out``."""
+
+    def softmax_grad_rows(self, g, y, out):
+        """``out = y * (g - sum(g * y, axis=1, keepdims=True))``, row by row."""
+
+    # -------------------------------------------------------------- hierarchical softmax
+    def split_target(self, target, K, classes, slots):
+        """``classes = target // K``, ``slots = target % K``."""
+
+    def target_forward(self, p_class, p_slot, classes, slots, out):
+        """``out[n] = p_class[n, classes[n]] * p_slot[n, slots[n]]``."""
+
+    def target_backward(self, g, p_class, p_slot, classes, slots, d_class, d_slot):
+        """Target mode: the softmax-input gradients of both levels from ``g``, ``(batch,)``."""
+
+    def nll_forward(self, a_class, a_slot, classes, slots, out):
+        """``out[n] = -log P(target[n])`` from the activations of both levels, in log space."""
+
+    def nll_backward(self, g, a_class, a_slot, classes, slots, d_class, d_slot):
+        """``d = g[n] * (softmax(a) - onehot(target))`` at both levels."""
+
+    def h_softmax_full(self, problem):
+        """Full-mode ``h_softmax`` of an ``nbsparse._hierarchy.Problem``: a new ``(batch, n_outputs)`` array."""
+
+    def h_softmax_full_grad(self, problem, g):
+        """Full-mode ``h_softmax_grad`` for the upstream gradient ``g``, ``(batch, n_outputs)``.
+
+        Returns new arrays ``(x, W1, b1, W2, b2)``, each shaped like that argument.
+        """
 
 
-def dask_module(*arrays):
-    """``nbsparse._dask`` when any of ``arrays`` is a Dask array, else None.
-
-    While Dask is not imported this costs one dict lookup: nbsparse never imports
-    Dask itself, and a Dask array cannot exist before ``dask.array`` is imported.
-    """
-    da = sys.modules.get("dask.array")
-    if da is not None:
-        lazy = da.Array
-        for a in arrays:  # a loop, not any(<generator>): 2.5x faster for five arguments
-            if isinstance(a, lazy):
-                from . import _dask
-
-                return _dask
-    return None
-
-
-def check_sides(optional=(), **arrays):
-    """Return ``{HOST: names, DEVICE: names}`` for ``arrays``; TypeError if both sides are used.
-
-    Arguments named in ``optional`` may be None and are then skipped.
-    """
-    sides = {HOST: [], DEVICE: []}
-    for name, a in arrays.items():
-        if a is None and name in optional:
-            continue
-        sides[array_kind(name, a)].append(name)
-    if sides[HOST] and sides[DEVICE]:
-        raise TypeError(
-            "cannot mix host and device arrays in one call: "
-            + "; ".join(f"{', '.join(names)} {_SIDE[kind]}" for kind, names in sides.items())
-            + ". Move them to one side first (e.g. cupy.asarray / .get())."
-        )
-    return sides
-
-
-def select(optional=(), deterministic=False, **arrays):
-    """Return the backend for a call whose array arguments are ``arrays``.
+def select(names, arrays, optional=(), deterministic=False):
+    """Return the backend for a call whose array arguments are ``arrays``, named ``names``.
 
     Arguments named in ``optional`` may be None and are then skipped; None for
     any other argument is a TypeError like any other non-array.
@@ -92,96 +127,16 @@ def select(optional=(), deterministic=False, **arrays):
     ImportError
         For device arrays when numba-cuda (the ``cuda`` extra) is not installed.
     """
-    sides = check_sides(optional, **arrays)
+    for a in arrays:
+        if not isinstance(a, np.ndarray):
+            break
+    else:  # all NumPy: no side to mix (1 us less than sorting them into sides)
+        return HOST_BACKEND
+    sides = check_sides(names, arrays, optional)
     if sides[DEVICE]:
         from ._device import DeviceBackend  # loads numba.cuda: only when a device array comes
 
-        return DeviceBackend([arrays[name] for name in sides[DEVICE]], deterministic)
+        on_device = set(sides[DEVICE])
+        return DeviceBackend([a for name, a in zip(names, arrays) if name in on_device],
+                             deterministic)
     return HOST_BACKEND
-
-
-class HostBackend:
-    """The CPU backend: NumPy allocation and the ``nbsparse._cpu`` kernels."""
-
-    name = "cpu"
-
-    @property
-    def kernels(self):
-        """``nbsparse._cpu``, serialised while Numba's threading layer may be ``workqueue``."""
-        return _threads.cpu_kernels()
-
-    @staticmethod
-    def floats(dtype, a):
-        """``a`` as a C-contiguous ``dtype`` array (no copy when it already is one).
-
-        A read-only float array is passed as it is (weights can be large): the
-        kernels then compile, once and cached on disk, a read-only specialisation.
-        """
-        return np.ascontiguousarray(a, dtype=dtype)
-
-    @staticmethod
-    def indices(idx):
-        """Validated indices as C-contiguous, writeable ``intp``.
-
-        One kernel specialisation for every integer dtype and layout: Numba also
-        specialises on read-only arrays, so those (small) are copied too.
-        """
-        out = np.ascontiguousarray(idx, dtype=np.intp)
-        return out if out.flags.writeable else out.copy()
-
-    @staticmethod
-    def check_index_range(name, idx, n, what):
-        """IndexError unless every value of ``idx`` is in ``[0, n)`` (see ``_validate``)."""
-        v.check_index_range(name, idx, n, what)
-
-    @staticmethod
-    def moveaxis(a, source, destination):
-        return np.moveaxis(a, source, destination)
-
-    @staticmethod
-    def empty(shape, dtype):
-        return _hugepages.empty(shape, dtype)  # large results and temporaries: recycled mappings
-
-    @staticmethod
-    def zeros(shape, dtype):
-        return _hugepages.zeros(shape, dtype)  # the gradients: fresh, sometimes large
-
-    def weight_gradient(self, shape, x, y, x_idx, y_idx):
-        """A new ``shape`` array holding ``sum outer(x[b, i], y[b, j])`` at block ``(x_idx[b, i], y_idx[b, j])``.
-
-        On recycled huge pages when large; ``nbsparse._cpu.outer.weight_gradient``
-        fills it (choosing the kernel, with no separate zeroing pass where it can).
-        """
-        o = _hugepages.empty(shape, x.dtype)
-        self.kernels.outer.weight_gradient(o, x, y, x_idx, y_idx)
-        return o
-
-    @staticmethod
-    def copy(a, dtype):
-        """A new C-contiguous ``dtype`` copy of ``a`` that the kernels may write into (recycled memory when large)."""
-        out = _hugepages.empty(a.shape, dtype)
-        out[...] = a
-        return out
-
-    @staticmethod
-    def is_writeable(a):
-        return a.flags.writeable
-
-    @staticmethod
-    def overlaps(a, others):
-        """True when ``a`` may share memory with any of ``others`` (see ``nbsparse._memory``)."""
-        return any(np.may_share_memory(a, b) for b in others)
-
-    @staticmethod
-    def write_back(target, result):
-        """Copy ``result`` into ``target`` unless they are the same buffer."""
-        if result is not target:
-            target[...] = result
-
-    @staticmethod
-    def wrap(result):
-        """The result in the caller's array kind (NumPy in, NumPy out)."""
-        return result
-
-
-HOST_BACKEND = HostBackend()

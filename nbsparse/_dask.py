@@ -1,8 +1,9 @@
 """Dask arrays in, Dask arrays out: each public function as a lazy graph over batch chunks.
 
-``_backend.dask_module`` sends a call here when one of its arguments is a
+``nbsparse._dispatch`` sends a call here when one of its array arguments is a
 ``dask.array.Array`` (Dask is then imported already; ``import nbsparse`` never
-imports it). Each function
+imports it). Each function has the signature of its public function, with that
+public function (``public``) in front: it runs on each chunk. Each function
 
 1. checks kinds, dtypes and shapes at once, from metadata, with the NumPy path's
    messages; the kind of a Dask argument is its chunk type (NumPy or CuPy);
@@ -21,13 +22,9 @@ import dask.array as da
 import numpy as np
 from dask.array.utils import meta_from_array
 
-from . import _validate as v
-from . import blocksparse, hsoftmax
+from . import _checks
 from ._dask_graph import ROWS, Call, check_kinds, common_chunks, single_chunk
 from ._results import HSoftmaxGrad, SparseBlockDotGrad
-from .softmax import check_softmax_grad
-from .softmax import softmax as _public_softmax  # the package attribute `softmax` is the function
-from .softmax import softmax_grad as _public_softmax_grad
 
 
 def _refuse_inplace(inplace):
@@ -38,46 +35,46 @@ def _refuse_inplace(inplace):
         )
 
 
-def sparse_block_gemv(o, W, h, input_idx, output_idx, *, inplace=False):
+def sparse_block_gemv(public, o, W, h, input_idx, output_idx, *, inplace=False):
     """:func:`nbsparse.sparse_block_gemv` on Dask arrays: chunk-wise over the batch."""
     arrays = {"o": o, "W": W, "h": h, "input_idx": input_idx, "output_idx": output_idx}
     meta = check_kinds(**arrays)
-    dtype = blocksparse.check_gemv(o, W, h, input_idx, output_idx)
+    dtype = _checks.check_gemv(o, W, h, input_idx, output_idx)
     _refuse_inplace(inplace)
     call = Call("sparse_block_gemv", arrays, ("o", "h", "input_idx", "output_idx"), meta)
-    return call.chunkwise(blocksparse.sparse_block_gemv, list(arrays), o.shape[1:], dtype)
+    return call.chunkwise(public, list(arrays), o.shape[1:], dtype)
 
 
-def sparse_block_dot(W, h, input_idx, b, output_idx):
+def sparse_block_dot(public, W, h, input_idx, b, output_idx):
     """:func:`nbsparse.sparse_block_dot` on Dask arrays: chunk-wise over the batch."""
     arrays = {"W": W, "h": h, "input_idx": input_idx, "b": b, "output_idx": output_idx}
     meta = check_kinds(**arrays)
-    dtype = blocksparse.check_dot(W, h, input_idx, b, output_idx)
+    dtype = _checks.check_dot(W, h, input_idx, b, output_idx)
     call = Call("sparse_block_dot", arrays, ("h", "input_idx", "output_idx"), meta)
-    return call.chunkwise(blocksparse.sparse_block_dot, list(arrays),
-                          (output_idx.shape[1], W.shape[3]), dtype)
+    return call.chunkwise(public, list(arrays), (output_idx.shape[1], W.shape[3]), dtype)
 
 
-def _outer_partial(x, y, x_idx, y_idx, *, shape, dtype, alpha, deterministic):
-    """One chunk's outer products summed into zeros of ``shape`` (NumPy or CuPy like ``x``)."""
+def _outer_partial(x, y, x_idx, y_idx, *, outer, shape, dtype, alpha, deterministic):
+    """One chunk's outer products (``outer``: the public function) summed into zeros of ``shape``."""
     zeros = np.zeros_like(x, shape=shape, dtype=dtype)
-    return blocksparse.sparse_block_outer(zeros, x, y, x_idx, y_idx, alpha, inplace=True,
-                                          deterministic=deterministic)
+    return outer(zeros, x, y, x_idx, y_idx, alpha, inplace=True, deterministic=deterministic)
 
 
-def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False, deterministic=False):
+def sparse_block_outer(public, o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False,
+                       deterministic=False):
     """:func:`nbsparse.sparse_block_outer` on Dask arrays: per-chunk updates added in a tree, then to ``o``."""
     arrays = {"o": o, "x": x, "y": y, "x_idx": x_idx, "y_idx": y_idx}
     meta = check_kinds(**arrays)
-    dtype, alpha = blocksparse.check_outer(o, x, y, x_idx, y_idx, alpha)
+    dtype, alpha = _checks.check_outer(o, x, y, x_idx, y_idx, alpha)
     _refuse_inplace(inplace)
     call = Call("sparse_block_outer", arrays, ("x", "y", "x_idx", "y_idx"), meta)
-    parts = call.parts(_outer_partial, ["x", "y", "x_idx", "y_idx"], shape=tuple(o.shape),
-                       dtype=dtype, alpha=alpha, deterministic=deterministic)
+    parts = call.parts(_outer_partial, ["x", "y", "x_idx", "y_idx"], outer=public,
+                       shape=tuple(o.shape), dtype=dtype, alpha=alpha, deterministic=deterministic)
     return call.field_sum(parts, None, "sum", o.shape, dtype, first="o")
 
 
-def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, deterministic=False):
+def sparse_block_dot_grad(public, grad_output, W, h, input_idx, b, output_idx, *,
+                          deterministic=False):
     """:func:`nbsparse.sparse_block_dot_grad` on Dask arrays.
 
     ``h`` chunk-wise; ``W`` and ``b`` summed over the chunks in a tree. The three
@@ -86,9 +83,9 @@ def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, determ
     arrays = {"grad_output": grad_output, "W": W, "h": h, "input_idx": input_idx, "b": b,
               "output_idx": output_idx}
     meta = check_kinds(**arrays)
-    dtype = blocksparse.check_dot_grad(grad_output, W, h, input_idx, b, output_idx)
+    dtype = _checks.check_dot_grad(grad_output, W, h, input_idx, b, output_idx)
     call = Call("sparse_block_dot_grad", arrays, ("grad_output", "h", "input_idx", "output_idx"), meta)
-    parts = call.parts(blocksparse.sparse_block_dot_grad, list(arrays), deterministic=deterministic)
+    parts = call.parts(public, list(arrays), deterministic=deterministic)
     return SparseBlockDotGrad(
         W=call.field_sum(parts, 0, "W", W.shape, dtype),
         h=call.field(parts, 1, "h", h.shape[1:], dtype),
@@ -96,20 +93,19 @@ def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, determ
     )
 
 
-def softmax(x, axis=-1):
+def softmax(public, x, axis=-1):
     """:func:`nbsparse.softmax` on a Dask array, chunked along any axis but ``axis``."""
     meta = check_kinds(x=x)
-    v.check_float("x", x)
-    axis = v.check_axis(axis, x.ndim)
+    axis = _checks.check_softmax(x, axis)
     single_chunk("x", x, [axis], f"the softmax normalises along axis {axis}")
-    return x.map_blocks(_public_softmax, axis=axis, dtype=x.dtype,
+    return x.map_blocks(public, axis=axis, dtype=x.dtype,
                         meta=meta_from_array(meta, x.ndim, x.dtype))
 
 
-def softmax_grad(grad_output, y, axis=-1):
+def softmax_grad(public, grad_output, y, axis=-1):
     """:func:`nbsparse.softmax_grad` on Dask arrays, chunked along any axis but ``axis``."""
     meta = check_kinds(grad_output=grad_output, y=y)
-    axis, dtype = check_softmax_grad(grad_output, y, axis)
+    axis, dtype = _checks.check_softmax_grad(grad_output, y, axis)
     arrays = {"grad_output": grad_output, "y": y}
     lazy = {name: a for name, a in arrays.items() if isinstance(a, da.Array)}
     for name, a in lazy.items():
@@ -117,17 +113,17 @@ def softmax_grad(grad_output, y, axis=-1):
     chunks = tuple(common_chunks([a.chunks[k] for a in lazy.values()]) for k in range(y.ndim))
     arrays = {name: a.rechunk(chunks) if name in lazy else da.from_array(a, chunks=chunks)
               for name, a in arrays.items()}
-    return da.map_blocks(_public_softmax_grad, *arrays.values(), axis=axis, dtype=dtype,
+    return da.map_blocks(public, *arrays.values(), axis=axis, dtype=dtype,
                          meta=meta_from_array(meta, y.ndim, dtype))
 
 
 def _h_softmax_forward(func, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                        W1, b1, W2, b2, target, loss=None):
     """``func`` (``h_softmax`` or ``h_softmax_nll``) on Dask arrays: chunk-wise over the rows of ``x``."""
-    hsoftmax.check_loss_target(loss, target)
+    _checks.check_loss_target(loss, target)
     arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "target": target}
     meta = check_kinds(optional=("target",), **arrays)
-    dtype, n_outputs, n_classes, K = hsoftmax.check_args(
+    dtype, n_outputs, n_classes, K = _checks.check_hsoftmax(
         x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target)
     call = Call(func.__name__, arrays, ("x", "target"), meta)
     items = ["x", ROWS, n_outputs, n_classes, K, "W1", "b1", "W2", "b2", "target"]
@@ -140,11 +136,11 @@ def _h_softmax_backward(func, grad_output, x, batch_size, n_outputs, n_classes, 
 
     ``x`` chunk-wise; ``W1``, ``b1``, ``W2``, ``b2`` summed over the chunks in a tree.
     """
-    hsoftmax.check_loss_target(loss, target)
+    _checks.check_loss_target(loss, target)
     arrays = {"grad_output": grad_output, "x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2,
               "target": target}
     meta = check_kinds(optional=("target",), **arrays)
-    dtype, n_outputs, n_classes, K = hsoftmax.check_args(
+    dtype, n_outputs, n_classes, K = _checks.check_hsoftmax(
         x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target,
         grad_output, backward=True, loss=loss)
     call = Call(func.__name__, arrays, ("grad_output", "x", "target"), meta)
@@ -157,28 +153,30 @@ def _h_softmax_backward(func, grad_output, x, batch_size, n_outputs, n_classes, 
     )
 
 
-def h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target=None):
+def h_softmax(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
+              target=None):
     """:func:`nbsparse.h_softmax` on Dask arrays: chunk-wise over the rows of ``x``."""
-    return _h_softmax_forward(hsoftmax.h_softmax, x, batch_size, n_outputs, n_classes,
+    return _h_softmax_forward(public, x, batch_size, n_outputs, n_classes,
                               n_outputs_per_class, W1, b1, W2, b2, target)
 
 
-def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+def h_softmax_grad(public, grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                    W1, b1, W2, b2, target=None, *, deterministic=False):
     """:func:`nbsparse.h_softmax_grad` on Dask arrays (weight gradients tree-summed)."""
-    return _h_softmax_backward(hsoftmax.h_softmax_grad, grad_output, x, batch_size, n_outputs,
+    return _h_softmax_backward(public, grad_output, x, batch_size, n_outputs,
                                n_classes, n_outputs_per_class, W1, b1, W2, b2, target, deterministic)
 
 
-def h_softmax_nll(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target):
+def h_softmax_nll(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2,
+                  b2, target):
     """:func:`nbsparse.h_softmax_nll` on Dask arrays: chunk-wise over the rows of ``x``."""
-    return _h_softmax_forward(hsoftmax.h_softmax_nll, x, batch_size, n_outputs, n_classes,
+    return _h_softmax_forward(public, x, batch_size, n_outputs, n_classes,
                               n_outputs_per_class, W1, b1, W2, b2, target, loss="h_softmax_nll")
 
 
-def h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
-                       W1, b1, W2, b2, target, *, deterministic=False):
+def h_softmax_nll_grad(public, grad_output, x, batch_size, n_outputs, n_classes,
+                       n_outputs_per_class, W1, b1, W2, b2, target, *, deterministic=False):
     """:func:`nbsparse.h_softmax_nll_grad` on Dask arrays (weight gradients tree-summed)."""
-    return _h_softmax_backward(hsoftmax.h_softmax_nll_grad, grad_output, x, batch_size, n_outputs,
+    return _h_softmax_backward(public, grad_output, x, batch_size, n_outputs,
                                n_classes, n_outputs_per_class, W1, b1, W2, b2, target, deterministic,
                                loss="h_softmax_nll")

@@ -19,7 +19,7 @@ from dask.array.utils import meta_from_array
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from ._backend import check_sides
+from ._kinds import check_sides
 
 SPLIT_EVERY = 8
 """Default fan-in of the reduction trees; ``dask.config.set({"nbsparse.split_every": k})`` changes it.
@@ -47,7 +47,7 @@ def check_kinds(optional=(), **arrays):
         A Dask argument has unknown chunk sizes, so its shape cannot be checked.
     """
     chunk_types = {name: a._meta if isinstance(a, da.Array) else a for name, a in arrays.items()}
-    check_sides(optional, **chunk_types)
+    check_sides(list(chunk_types), list(chunk_types.values()), optional)
     for name, a in arrays.items():
         if isinstance(a, da.Array) and any(math.isnan(s) for s in a.shape):
             raise ValueError(

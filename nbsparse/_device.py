@@ -5,13 +5,12 @@ loads ``numba.cuda``. CuPy is never imported here: a caller passing CuPy arrays
 has imported it already, so it is looked up in ``sys.modules``.
 """
 
-import functools
 import importlib.util
 import sys
 
 import numpy as np
 
-from . import _memory
+from . import _overlap
 from . import _validate as v
 
 if importlib.util.find_spec("numba_cuda") is None:
@@ -23,6 +22,9 @@ if importlib.util.find_spec("numba_cuda") is None:
 from numba import cuda  # noqa: E402  (after the check above, which names the missing extra)
 
 from . import _cuda  # noqa: E402
+from ._cuda import blocksparse as cuda_blocksparse  # noqa: E402
+from ._cuda import hsoftmax as cuda_hsoftmax  # noqa: E402
+from ._cuda import softmax as cuda_softmax  # noqa: E402
 from ._cuda.launch import SIM  # noqa: E402
 
 #: Most index values one ``count_outside`` launch checks: its counter is an int32,
@@ -67,10 +69,10 @@ def as_device(a):
 
 
 def _extent(a):
-    """The byte range of the device memory that ``a`` views (see ``nbsparse._memory``)."""
+    """The byte range of the device memory that ``a`` views (see ``nbsparse._overlap``)."""
     d = as_device(a)
     # The simulator's arrays wrap host NumPy arrays and have no CUDA array interface.
-    return _memory.byte_extent(d._ary.__array_interface__ if SIM else d.__cuda_array_interface__)
+    return _overlap.byte_extent(d._ary.__array_interface__ if SIM else d.__cuda_array_interface__)
 
 
 def _launch_stream(arrays):
@@ -81,29 +83,6 @@ def _launch_stream(arrays):
     if cp is not None and any(_is_cupy(a) for a in arrays):
         return cuda.external_stream(cp.cuda.get_current_stream().ptr)
     return 0
-
-
-class _BoundKernels:
-    """A kernel module whose launchers run on one stream (and, for the accumulating
-    ones, in the requested determinism mode)."""
-
-    _ACCUMULATING = frozenset({"outer", "bias_grad"})
-
-    def __init__(self, module, stream, deterministic):
-        self._module, self._stream, self._deterministic = module, stream, deterministic
-
-    def __getattr__(self, name):
-        launcher = getattr(self._module, name)
-        if name in self._ACCUMULATING:
-            return functools.partial(launcher, stream=self._stream,
-                                     deterministic=self._deterministic)
-        return functools.partial(launcher, stream=self._stream)
-
-
-class _Kernels:
-    def __init__(self, stream, deterministic):
-        for name in ("blocksparse", "softmax", "hsoftmax"):
-            setattr(self, name, _BoundKernels(getattr(_cuda, name), stream, deterministic))
 
 
 def _assign(dst, src, stream):
@@ -118,16 +97,17 @@ def _assign(dst, src, stream):
 class DeviceBackend:
     """The GPU backend: ``nbsparse._cuda`` kernels on Numba device arrays.
 
-    Results come back in the kind of the caller's arrays: CuPy in, CuPy out;
-    Numba device arrays in, device arrays out.
+    Implements :class:`nbsparse._backend.Backend`. Every launch and transfer of a
+    call runs on the caller's stream (CuPy's current stream when CuPy arrays came
+    in); the accumulating launchers (``outer``, ``bias_grad``) also get the call's
+    ``deterministic``. Results come back in the kind of the caller's arrays: CuPy
+    in, CuPy out; Numba device arrays in, device arrays out.
     """
-
-    name = "cuda"
 
     def __init__(self, arrays, deterministic=False):
         self.stream = _launch_stream(arrays)
+        self.deterministic = deterministic
         self.return_cupy = any(_is_cupy(a) for a in arrays)
-        self.kernels = _Kernels(self.stream, deterministic)
 
     def floats(self, dtype, a):
         """``a`` as a C-contiguous ``dtype`` device array, cast on the device when needed."""
@@ -177,7 +157,7 @@ class DeviceBackend:
     def weight_gradient(self, shape, x, y, x_idx, y_idx):
         """A new ``shape`` array holding ``sum outer(x[b, i], y[b, j])`` at block ``(x_idx[b, i], y_idx[b, j])``."""
         o = self.empty(shape, x.dtype)
-        self.kernels.blocksparse.outer(o, x, y, x_idx, y_idx, x.dtype.type(1.0), True)
+        self.outer(o, x, y, x_idx, y_idx, x.dtype.type(1.0), True)
         return o
 
     def copy(self, a, dtype):
@@ -194,7 +174,7 @@ class DeviceBackend:
     @staticmethod
     def overlaps(a, others):
         """True when ``a`` may share device memory with any of ``others`` (by byte range)."""
-        return _memory.may_overlap(_extent(a), [_extent(b) for b in others])
+        return _overlap.may_overlap(_extent(a), [_extent(b) for b in others])
 
     def write_back(self, target, result):
         """Copy ``result`` into the caller's ``target`` unless the kernel wrote there directly."""
@@ -224,3 +204,61 @@ class DeviceBackend:
         if self.return_cupy:
             return _cupy().asarray(result)
         return result
+
+    # ------------------------------------------------------------------ kernels, on the call's stream
+    def gemv(self, o, W, h, input_idx, output_idx):
+        cuda_blocksparse.gemv(o, W, h, input_idx, output_idx, stream=self.stream)
+
+    def set_bias(self, o, bias, output_idx):
+        cuda_blocksparse.set_bias(o, bias, output_idx, stream=self.stream)
+
+    def outer(self, o, x, y, x_idx, y_idx, alpha, clear):
+        cuda_blocksparse.outer(o, x, y, x_idx, y_idx, alpha, clear, stream=self.stream,
+                               deterministic=self.deterministic)
+
+    def grad_h(self, dh, W, g, input_idx, output_idx):
+        cuda_blocksparse.grad_h(dh, W, g, input_idx, output_idx, stream=self.stream)
+
+    def bias_grad(self, db, g, output_idx):
+        cuda_blocksparse.bias_grad(db, g, output_idx, stream=self.stream,
+                                   deterministic=self.deterministic)
+
+    def softmax_rows(self, x, out):
+        cuda_softmax.softmax_rows(x, out, stream=self.stream)
+
+    def softmax_grad_rows(self, g, y, out):
+        cuda_softmax.softmax_grad_rows(g, y, out, stream=self.stream)
+
+    def split_target(self, target, K, classes, slots):
+        cuda_hsoftmax.split_target(target, K, classes, slots, stream=self.stream)
+
+    def target_forward(self, p_class, p_slot, classes, slots, out):
+        cuda_hsoftmax.target_forward(p_class, p_slot, classes, slots, out, stream=self.stream)
+
+    def target_backward(self, g, p_class, p_slot, classes, slots, d_class, d_slot):
+        cuda_hsoftmax.target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot,
+                                      stream=self.stream)
+
+    def nll_forward(self, a_class, a_slot, classes, slots, out):
+        cuda_hsoftmax.nll_forward(a_class, a_slot, classes, slots, out, stream=self.stream)
+
+    def nll_backward(self, g, a_class, a_slot, classes, slots, d_class, d_slot):
+        cuda_hsoftmax.nll_backward(g, a_class, a_slot, classes, slots, d_class, d_slot,
+                                   stream=self.stream)
+
+    def h_softmax_full(self, p):
+        """Full-mode ``h_softmax``: both levels' probabilities by the block-sparse
+        kernels, joined by ``full_forward`` (one thread per output)."""
+        p_class, p_slot = p.class_probs(), p.slot_probs()
+        out = self.empty((p.batch, p.n_outputs), p.dtype)
+        cuda_hsoftmax.full_forward(p_class, p_slot, out, stream=self.stream)
+        return out
+
+    def h_softmax_full_grad(self, p, g):
+        """Full-mode ``h_softmax_grad``: ``full_backward`` on both levels' probabilities,
+        then back through the block-sparse products."""
+        p_class, p_slot = p.class_probs(), p.slot_probs()
+        d_class = self.empty(p_class.shape, p.dtype)
+        d_slot = self.empty(p_slot.shape, p.dtype)
+        cuda_hsoftmax.full_backward(g, p_class, p_slot, d_class, d_slot, stream=self.stream)
+        return p.backward_through_products(d_class, d_slot)

@@ -4,10 +4,11 @@ Numba runs ``parallel=True`` kernels on one of three threading layers. ``tbb``
 and ``omp`` accept launches from several Python threads at once. ``workqueue``
 does not: a second concurrent launch makes Numba print "Concurrent access has
 been detected" and abort the whole process. nbsparse therefore launches its CPU
-kernels through :func:`cpu_kernels`, which serialises them with one process-wide
+kernels through :func:`launch`, which serialises them with one process-wide
 lock while the layer is ``workqueue`` or not yet known (Numba only says which
-layer it picked once a parallel kernel has run), and hands out the kernel
-modules themselves, at no cost, once the layer is known to be thread-safe.
+layer it picked once a parallel kernel has run), and calls them directly once
+the layer is known to be thread-safe. ``nbsparse._host`` is the one module that
+launches CPU kernels, each through it.
 
 Only nbsparse's own launches are serialised: a program that also calls its own
 ``parallel=True`` functions from other threads under ``workqueue`` can still
@@ -35,63 +36,22 @@ def _layer_verdict():
     return layer in _THREADSAFE_LAYERS
 
 
-def _serialised(kernel):
-    def launch(*args, **kwargs):
-        global _concurrent_ok
-        with _LOCK:
-            result = kernel(*args, **kwargs)
-            if _concurrent_ok is None:
-                _concurrent_ok = _layer_verdict()
-        return result
+def launch(kernel, *args):
+    """Run the CPU kernel ``kernel(*args)``; every CPU kernel launch of nbsparse goes through here.
 
-    launch.__name__ = getattr(kernel, "__name__", "kernel")
-    launch.__wrapped__ = kernel
-    return launch
-
-
-class _SerialModule:
-    """A kernel module whose functions run one at a time in the whole process
-    (other attributes, such as constants, are passed through)."""
-
-    def __init__(self, module):
-        self._module = module
-
-    def __getattr__(self, name):
-        value = getattr(self._module, name)
-        return _serialised(value) if callable(value) else value
-
-
-class _SerialKernels:
-    """``nbsparse._cpu`` with every kernel launch, of any of its modules, under the lock."""
-
-    def __init__(self, package):
-        self._package = package
-
-    def __getattr__(self, name):
-        return _SerialModule(getattr(self._package, name))
-
-
-_serial_cpu = None
-
-
-def cpu_kernels():
-    """The CPU kernel package to launch from: ``nbsparse._cpu`` itself when concurrent
-    launches are known to be safe, else a view of it that serialises every launch.
-
-    Returns
-    -------
-    module or object
-        ``nbsparse._cpu``, or an object whose attributes are its kernel modules
-        with every function serialised.
+    While the threading layer is ``workqueue`` or not yet known, the launch holds
+    the process-wide lock, and after a launch that succeeded the layer Numba
+    reports is recorded; once a thread-safe layer (``tbb``, ``omp``) has run a
+    kernel, launches go straight through.
     """
-    global _serial_cpu
-    from . import _cpu  # compiles nothing: the kernels are lazily jitted
-
+    global _concurrent_ok
     if _concurrent_ok:
-        return _cpu
-    if _serial_cpu is None:
-        _serial_cpu = _SerialKernels(_cpu)
-    return _serial_cpu
+        return kernel(*args)
+    with _LOCK:
+        result = kernel(*args)
+        if _concurrent_ok is None:
+            _concurrent_ok = _layer_verdict()
+    return result
 
 
 def launches_serialised():

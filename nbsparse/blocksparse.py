@@ -2,43 +2,14 @@
 
 Each public function validates its arguments completely (kinds, dtypes, shapes,
 index ranges) before any kernel runs or anything is written, then normalises
-floats to the result dtype and indices to ``intp`` and launches the kernels of
-the backend that the array kind selected.
+floats to the result dtype and indices to ``intp`` and runs the operations of
+the backend that the array kind selected (``nbsparse._dispatch``).
 """
 
-import numpy as np
-
-from . import _validate as v
-from ._backend import dask_module, select
+from . import _checks
+from ._dispatch import array_op
+from ._products import dot, dot_grads
 from ._results import SparseBlockDotGrad
-
-_W_LAYOUT = "(iBlocks, oBlocks, iSize, oSize)"
-
-
-def _check_product(W, h, input_idx, output_idx):
-    """Shape relations shared by gemv, dot and dot_grad (dtypes already checked)."""
-    v.check_ndim("W", W, 4, _W_LAYOUT)
-    v.check_ndim("h", h, 3, "(batch, iWin, iSize)")
-    v.check_ndim("input_idx", input_idx, 2, "(batch, iWin)")
-    v.check_ndim("output_idx", output_idx, 2, "(batch, oWin)")
-    v.check_dim("h", h, 2, W.shape[2], "W.shape[2] (iSize)")
-    v.check_shape("input_idx", input_idx, h.shape[:2], "h.shape[:2], (batch, iWin)")
-    v.check_dim("output_idx", output_idx, 0, h.shape[0], "h.shape[0] (batch)")
-
-
-def _check_product_ranges(backend, W, input_idx, output_idx):
-    backend.check_index_range("input_idx", input_idx, W.shape[0],
-                              f"W has {W.shape[0]} input blocks")
-    backend.check_index_range("output_idx", output_idx, W.shape[1],
-                              f"W has {W.shape[1]} output blocks")
-
-
-def _check_types(floats, indices):
-    for name, a in floats.items():
-        v.check_float(name, a)
-    for name, a in indices.items():
-        v.check_integer(name, a)
-    return np.result_type(*(a.dtype for a in floats.values()))
 
 
 def _writable_result(backend, dtype, o, inplace, others):
@@ -55,91 +26,8 @@ def _writable_result(backend, dtype, o, inplace, others):
     return backend.copy(o, dtype)
 
 
-def _check_inplace(name, o, dtype, backend):
-    if o.dtype != dtype:
-        raise TypeError(
-            f"inplace=True needs {name} to have the result dtype {dtype}, but {name} is {o.dtype}; "
-            f"pass a {dtype} {name} or use inplace=False"
-        )
-    if not backend.is_writeable(o):
-        raise ValueError(f"inplace=True but {name} is read-only")
-
-
-def check_gemv(o, W, h, input_idx, output_idx):
-    """Dtypes and shapes of a ``sparse_block_gemv`` call; returns the result dtype.
-
-    This and the other ``check_*`` functions read only ``dtype``, ``ndim`` and
-    ``shape``, so they check Dask arrays too, before any graph is built.
-    """
-    dtype = _check_types({"o": o, "W": W, "h": h}, {"input_idx": input_idx, "output_idx": output_idx})
-    _check_product(W, h, input_idx, output_idx)
-    v.check_ndim("o", o, 3, "(batch, oWin, oSize)")
-    v.check_shape("o", o, (h.shape[0], output_idx.shape[1], W.shape[3]),
-                  "(batch, oWin, oSize) from h.shape[0], output_idx.shape[1], W.shape[3]")
-    return dtype
-
-
-def check_dot(W, h, input_idx, b, output_idx):
-    """Dtypes and shapes of a ``sparse_block_dot`` call; returns the result dtype."""
-    dtype = _check_types({"W": W, "h": h, "b": b}, {"input_idx": input_idx, "output_idx": output_idx})
-    _check_product(W, h, input_idx, output_idx)
-    v.check_shape("b", b, (W.shape[1], W.shape[3]), "(oBlocks, oSize) from W.shape[1], W.shape[3]")
-    return dtype
-
-
-def check_outer(o, x, y, x_idx, y_idx, alpha):
-    """Dtypes, ``alpha`` and shapes of a ``sparse_block_outer`` call; returns ``(dtype, alpha)``."""
-    dtype = _check_types({"o": o, "x": x, "y": y}, {"x_idx": x_idx, "y_idx": y_idx})
-    alpha = v.check_scalar("alpha", alpha)
-    v.check_ndim("o", o, 4, "(xBlocks, yBlocks, xSize, ySize)")
-    v.check_ndim("x", x, 3, "(batch, xWin, xSize)")
-    v.check_ndim("y", y, 3, "(batch, yWin, ySize)")
-    v.check_ndim("x_idx", x_idx, 2, "(batch, xWin)")
-    v.check_ndim("y_idx", y_idx, 2, "(batch, yWin)")
-    v.check_dim("x", x, 2, o.shape[2], "o.shape[2] (xSize)")
-    v.check_dim("y", y, 2, o.shape[3], "o.shape[3] (ySize)")
-    v.check_dim("y", y, 0, x.shape[0], "x.shape[0] (batch)")
-    v.check_shape("x_idx", x_idx, x.shape[:2], "x.shape[:2], (batch, xWin)")
-    v.check_shape("y_idx", y_idx, y.shape[:2], "y.shape[:2], (batch, yWin)")
-    return dtype, alpha
-
-
-def check_dot_grad(grad_output, W, h, input_idx, b, output_idx):
-    """Dtypes and shapes of a ``sparse_block_dot_grad`` call; returns the result dtype."""
-    dtype = _check_types({"grad_output": grad_output, "W": W, "h": h, "b": b},
-                         {"input_idx": input_idx, "output_idx": output_idx})
-    _check_product(W, h, input_idx, output_idx)
-    v.check_shape("b", b, (W.shape[1], W.shape[3]), "(oBlocks, oSize) from W.shape[1], W.shape[3]")
-    v.check_ndim("grad_output", grad_output, 3, "(batch, oWin, oSize)")
-    v.check_shape("grad_output", grad_output, (h.shape[0], output_idx.shape[1], W.shape[3]),
-                  "the sparse_block_dot result, (batch, oWin, oSize)")
-    return dtype
-
-
-def _dot(backend, dtype, W, h, input_idx, b, output_idx):
-    """``sparse_block_dot`` on validated arguments; returns a new backend array."""
-    kernels = backend.kernels.blocksparse
-    o = backend.empty((h.shape[0], output_idx.shape[1], W.shape[3]), dtype)
-    output_idx = backend.indices(output_idx)
-    kernels.set_bias(o, backend.floats(dtype, b), output_idx)
-    kernels.gemv(o, backend.floats(dtype, W), backend.floats(dtype, h),
-                 backend.indices(input_idx), output_idx)
-    return o
-
-
-def _dot_grads(backend, dh, db, grad_output, W, h, input_idx, output_idx):
-    """The new ``W`` gradient of ``sparse_block_dot``; its ``h`` and ``b`` gradients are added into ``dh``, ``db``.
-
-    All arguments are validated and normalised (floats of ``dh.dtype``, ``intp`` indices).
-    """
-    dW = backend.weight_gradient(W.shape, h, grad_output, input_idx, output_idx)
-    kernels = backend.kernels.blocksparse
-    kernels.grad_h(dh, W, grad_output, input_idx, output_idx)
-    kernels.bias_grad(db, grad_output, output_idx)
-    return dW
-
-
-def sparse_block_gemv(o, W, h, input_idx, output_idx, *, inplace=False):
+@array_op("o", "W", "h", "input_idx", "output_idx")
+def sparse_block_gemv(o, W, h, input_idx, output_idx, *, inplace=False, backend):
     """Block-sparse matrix-vector product added to ``o`` (Theano's ``SparseBlockGemv``).
 
     Parameters
@@ -198,26 +86,22 @@ def sparse_block_gemv(o, W, h, input_idx, output_idx, *, inplace=False):
     >>> nbs.sparse_block_gemv(o, W, h, np.array([[0, 1]]), np.array([[2]]))
     array([[[110.,  10.]]])
     """
-    if (lazy := dask_module(o, W, h, input_idx, output_idx)) is not None:
-        return lazy.sparse_block_gemv(o, W, h, input_idx, output_idx, inplace=inplace)
-    backend = select(o=o, W=W, h=h, input_idx=input_idx, output_idx=output_idx)
-    dtype = check_gemv(o, W, h, input_idx, output_idx)
+    dtype = _checks.check_gemv(o, W, h, input_idx, output_idx)
     if inplace:
-        _check_inplace("o", o, dtype, backend)
-    _check_product_ranges(backend, W, input_idx, output_idx)
+        _checks.check_inplace("o", o, dtype, backend)
+    _checks.check_product_ranges(backend, W, input_idx, output_idx)
 
     out = _writable_result(backend, dtype, o, inplace, (W, h, input_idx, output_idx))
-    backend.kernels.blocksparse.gemv(
-        out, backend.floats(dtype, W), backend.floats(dtype, h),
-        backend.indices(input_idx), backend.indices(output_idx),
-    )
+    backend.gemv(out, backend.floats(dtype, W), backend.floats(dtype, h),
+                 backend.indices(input_idx), backend.indices(output_idx))
     if inplace:
         backend.write_back(o, out)
         return o
     return backend.wrap(out)
 
 
-def sparse_block_dot(W, h, input_idx, b, output_idx):
+@array_op("W", "h", "input_idx", "b", "output_idx")
+def sparse_block_dot(W, h, input_idx, b, output_idx, *, backend):
     """Block-sparse product plus bias (Theano's ``sparse_block_dot``).
 
     Parameters
@@ -261,15 +145,14 @@ def sparse_block_dot(W, h, input_idx, b, output_idx):
     >>> nbs.sparse_block_dot(W, np.ones((1, 2, 2)), np.array([[0, 1]]), b, np.array([[1]]))
     array([[[14., 24.]]])
     """
-    if (lazy := dask_module(W, h, input_idx, b, output_idx)) is not None:
-        return lazy.sparse_block_dot(W, h, input_idx, b, output_idx)
-    backend = select(W=W, h=h, input_idx=input_idx, b=b, output_idx=output_idx)
-    dtype = check_dot(W, h, input_idx, b, output_idx)
-    _check_product_ranges(backend, W, input_idx, output_idx)
-    return backend.wrap(_dot(backend, dtype, W, h, input_idx, b, output_idx))
+    dtype = _checks.check_dot(W, h, input_idx, b, output_idx)
+    _checks.check_product_ranges(backend, W, input_idx, output_idx)
+    return backend.wrap(dot(backend, dtype, W, h, input_idx, b, output_idx))
 
 
-def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False, deterministic=False):
+@array_op("o", "x", "y", "x_idx", "y_idx")
+def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False, deterministic=False,
+                       backend):
     """Add scaled outer products into selected blocks of ``o`` (Theano's ``SparseBlockOuter``).
 
     Parameters
@@ -326,28 +209,24 @@ def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False, deter
     array([[1., 2.],
            [1., 2.]])
     """
-    if (lazy := dask_module(o, x, y, x_idx, y_idx)) is not None:
-        return lazy.sparse_block_outer(o, x, y, x_idx, y_idx, alpha, inplace=inplace,
-                                       deterministic=deterministic)
-    backend = select(o=o, x=x, y=y, x_idx=x_idx, y_idx=y_idx, deterministic=deterministic)
-    dtype, alpha = check_outer(o, x, y, x_idx, y_idx, alpha)
+    dtype, alpha = _checks.check_outer(o, x, y, x_idx, y_idx, alpha)
     if inplace:
-        _check_inplace("o", o, dtype, backend)
+        _checks.check_inplace("o", o, dtype, backend)
     backend.check_index_range("x_idx", x_idx, o.shape[0], f"o has {o.shape[0]} x blocks")
     backend.check_index_range("y_idx", y_idx, o.shape[1], f"o has {o.shape[1]} y blocks")
 
     out = _writable_result(backend, dtype, o, inplace, (x, y, x_idx, y_idx))
-    backend.kernels.blocksparse.outer(
-        out, backend.floats(dtype, x), backend.floats(dtype, y),
-        backend.indices(x_idx), backend.indices(y_idx), dtype.type(alpha), False,
-    )
+    backend.outer(out, backend.floats(dtype, x), backend.floats(dtype, y),
+                  backend.indices(x_idx), backend.indices(y_idx), dtype.type(alpha), False)
     if inplace:
         backend.write_back(o, out)
         return o
     return backend.wrap(out)
 
 
-def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, deterministic=False):
+@array_op("grad_output", "W", "h", "input_idx", "b", "output_idx")
+def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, deterministic=False,
+                          backend):
     """Gradients of ``sum(grad_output * sparse_block_dot(W, h, input_idx, b, output_idx))``.
 
     Parameters
@@ -393,16 +272,11 @@ def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, determ
     (array([[[3., 3.]]]), array([[0., 0., 0.],
            [1., 1., 1.]]))
     """
-    if (lazy := dask_module(grad_output, W, h, input_idx, b, output_idx)) is not None:
-        return lazy.sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx,
-                                          deterministic=deterministic)
-    backend = select(grad_output=grad_output, W=W, h=h, input_idx=input_idx, b=b,
-                     output_idx=output_idx, deterministic=deterministic)
-    dtype = check_dot_grad(grad_output, W, h, input_idx, b, output_idx)
-    _check_product_ranges(backend, W, input_idx, output_idx)
+    dtype = _checks.check_dot_grad(grad_output, W, h, input_idx, b, output_idx)
+    _checks.check_product_ranges(backend, W, input_idx, output_idx)
 
     dh, db = backend.zeros(h.shape, dtype), backend.zeros(b.shape, dtype)
-    dW = _dot_grads(backend, dh, db, backend.floats(dtype, grad_output),
-                    backend.floats(dtype, W), backend.floats(dtype, h),
-                    backend.indices(input_idx), backend.indices(output_idx))
+    dW = dot_grads(backend, dh, db, backend.floats(dtype, grad_output),
+                   backend.floats(dtype, W), backend.floats(dtype, h),
+                   backend.indices(input_idx), backend.indices(output_idx))
     return SparseBlockDotGrad(backend.wrap(dW), backend.wrap(dh), backend.wrap(db))

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from . import _validate as v
-from ._backend import dask_module, select
+from ._checks import check_softmax, check_softmax_grad
+from ._dispatch import array_op
 
 
 def _as_rows(backend, dtype, a, axis):
@@ -18,12 +18,8 @@ def _from_rows(backend, out, moved_shape, axis):
     return backend.moveaxis(out.reshape(moved_shape), -1, axis)
 
 
-def softmax_rows(backend, x, out):
-    """Softmax of each row of the validated, normalised 2-D ``x`` into ``out``."""
-    backend.kernels.softmax.softmax_rows(x, out)
-
-
-def softmax(x, axis=-1):
+@array_op("x")
+def softmax(x, axis=-1, *, backend):
     """Numerically stable softmax along ``axis``.
 
     Parameters
@@ -64,30 +60,15 @@ def softmax(x, axis=-1):
     >>> nbs.softmax(np.array([[1000.0, 1000.0]], dtype=np.float32))
     array([[0.5, 0.5]], dtype=float32)
     """
-    if (lazy := dask_module(x)) is not None:
-        return lazy.softmax(x, axis)
-    backend = select(x=x)
-    v.check_float("x", x)
-    axis = v.check_axis(axis, x.ndim)
+    axis = check_softmax(x, axis)
     rows, moved_shape = _as_rows(backend, x.dtype, x, axis)
     out = backend.empty(rows.shape, x.dtype)
-    softmax_rows(backend, rows, out)
+    backend.softmax_rows(rows, out)
     return backend.wrap(_from_rows(backend, out, moved_shape, axis))
 
 
-def check_softmax_grad(grad_output, y, axis):
-    """Check dtypes, shapes and ``axis``; return ``(axis in [0, ndim), result dtype)``.
-
-    Reads only ``dtype``, ``ndim`` and ``shape``, so Dask arrays are checked by the
-    same code before any graph is built.
-    """
-    v.check_float("grad_output", grad_output)
-    v.check_float("y", y)
-    v.check_shape("grad_output", grad_output, y.shape, "the shape of y")
-    return v.check_axis(axis, y.ndim), np.result_type(grad_output.dtype, y.dtype)
-
-
-def softmax_grad(grad_output, y, axis=-1):
+@array_op("grad_output", "y")
+def softmax_grad(grad_output, y, axis=-1, *, backend):
     """Gradient of a softmax with respect to its input, from its output ``y``.
 
     Parameters
@@ -126,12 +107,9 @@ def softmax_grad(grad_output, y, axis=-1):
     >>> nbs.softmax_grad(np.array([1.0, 0.0]), np.array([0.25, 0.75]))
     array([ 0.1875, -0.1875])
     """
-    if (lazy := dask_module(grad_output, y)) is not None:
-        return lazy.softmax_grad(grad_output, y, axis)
-    backend = select(grad_output=grad_output, y=y)
     axis, dtype = check_softmax_grad(grad_output, y, axis)
     g_rows, moved_shape = _as_rows(backend, dtype, grad_output, axis)
     y_rows, _ = _as_rows(backend, dtype, y, axis)
     out = backend.empty(y_rows.shape, dtype)
-    backend.kernels.softmax.softmax_grad_rows(g_rows, y_rows, out)
+    backend.softmax_grad_rows(g_rows, y_rows, out)
     return backend.wrap(_from_rows(backend, out, moved_shape, axis))

@@ -12,20 +12,6 @@ constants (``tuning``) and the cached compilation (``jit``). Importing them
 compiles nothing and starts no thread.
 """
 
-from types import SimpleNamespace
-
 from . import grads, hsoftmax, outer, products, softmax
 
-# The block-sparse kernels under the one name that both backends' kernel
-# packages give them (``kernels.blocksparse.gemv`` and so on).
-blocksparse = SimpleNamespace(
-    gemv=products.gemv,
-    set_bias=products.set_bias,
-    outer=outer.outer,
-    outer_scattered_new=outer.outer_scattered_new,
-    weight_gradient=outer.weight_gradient,
-    grad_h=grads.grad_h,
-    bias_grad=grads.bias_grad,
-)
-
-__all__ = ["blocksparse", "grads", "hsoftmax", "outer", "products", "softmax"]
+__all__ = ["grads", "hsoftmax", "outer", "products", "softmax"]

@@ -1,6 +1,6 @@
 """CUDA kernels for the block-sparse products and their gradients.
 
-The launchers mirror ``nbsparse._cpu.blocksparse``: same names and positional
+The launchers mirror ``nbsparse._cpu`` (``products``, ``outer``, ``grads``): same names and positional
 arguments, device arrays in, results written in place (``gemv``, ``outer``,
 ``grad_h`` and ``bias_grad`` add into their output; ``set_bias`` assigns). Every
 kernel is grid-stride over a flat index whose fastest part is the last axis, so
@@ -213,7 +213,7 @@ def _segments(keys, stream):
 
 
 def gemv(o, W, h, input_idx, output_idx, *, stream=0):
-    """Same contract as ``_cpu.blocksparse.gemv``; all arguments are device arrays."""
+    """Same contract as ``_cpu.products.gemv``; all arguments are device arrays."""
     if o.size == 0:  # launching zero blocks is an error; an empty output is not
         return
     threads = launch.threads()
@@ -228,14 +228,14 @@ def gemv(o, W, h, input_idx, output_idx, *, stream=0):
 
 
 def set_bias(o, bias, output_idx, *, stream=0):
-    """Same contract as ``_cpu.blocksparse.set_bias``; all arguments are device arrays."""
+    """Same contract as ``_cpu.products.set_bias``; all arguments are device arrays."""
     if o.size == 0:
         return
     _set_bias[launch.blocks_for(o.size), launch.threads(), stream](o, bias, output_idx)
 
 
 def outer(o, x, y, x_idx, y_idx, alpha, clear=False, *, stream=0, deterministic=False):
-    """Same contract as ``_cpu.blocksparse.outer``; all arrays are device arrays.
+    """Same contract as ``_cpu.outer.outer``; all arrays are device arrays.
 
     ``clear`` zeroes ``o`` first. ``deterministic=True`` trades the atomics for a
     host-side sort of the block pairs (one copy of the indices to the host and a
@@ -265,14 +265,14 @@ def outer(o, x, y, x_idx, y_idx, alpha, clear=False, *, stream=0, deterministic=
 
 
 def grad_h(dh, W, g, input_idx, output_idx, *, stream=0):
-    """Same contract as ``_cpu.blocksparse.grad_h``; all arguments are device arrays."""
+    """Same contract as ``_cpu.grads.grad_h``; all arguments are device arrays."""
     if dh.size == 0:
         return
     _grad_h[launch.blocks_for(dh.size), launch.threads(), stream](dh, W, g, input_idx, output_idx)
 
 
 def bias_grad(db, g, output_idx, *, stream=0, deterministic=False):
-    """Same contract as ``_cpu.blocksparse.bias_grad``; all arguments are device arrays.
+    """Same contract as ``_cpu.grads.bias_grad``; all arguments are device arrays.
 
     ``deterministic=True`` as for :func:`outer`.
     """

@@ -117,99 +117,6 @@ def _target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot):
 
 
 @launch.kernel
-def _full_dense(a_class, b1, a_slot, b2, out):
-    """Full-mode ``h_softmax`` from the two products; one thread per ``(n, c)``.
-
-    Thread ``(n, c)`` alone writes ``out[n, c * K:(c + 1) * K]`` (truncated to
-    ``n_outputs``). It recomputes row ``n``'s class softmax (``n_classes`` terms)
-    and its class's slot softmax; ``a_class`` and ``a_slot`` are only read.
-    """
-    batch, n_outputs = out.shape
-    n_classes, K = b2.shape
-    zero = out.dtype.type(0)
-    for t in range(cuda.grid(1), batch * n_classes, cuda.gridsize(1)):
-        n, c = t // n_classes, t % n_classes
-        width = min(K, n_outputs - c * K)
-        if width <= 0:
-            continue
-        peak = a_class[n, 0] + b1[0]
-        for j in range(1, n_classes):
-            peak = max(peak, a_class[n, j] + b1[j])
-        total = zero
-        for j in range(n_classes):
-            total += math.exp(a_class[n, j] + b1[j] - peak)
-        p_class = math.exp(a_class[n, c] + b1[c] - peak) / total
-        slot_peak = a_slot[c, n, 0] + b2[c, 0]
-        for k in range(1, K):
-            slot_peak = max(slot_peak, a_slot[c, n, k] + b2[c, k])
-        slot_total = zero
-        for k in range(K):
-            slot_total += math.exp(a_slot[c, n, k] + b2[c, k] - slot_peak)
-        scale = p_class / slot_total
-        for k in range(width):
-            out[n, c * K + k] = scale * math.exp(a_slot[c, n, k] + b2[c, k] - slot_peak)
-
-
-@launch.kernel
-def _full_dense_slots(g, a_class, b1, a_slot, b2, d_class, d_slot):
-    """Phase 1 of ``full_dense_backward``; one thread per ``(n, c)``.
-
-    Thread ``(n, c)`` alone writes ``d_slot[c, n]`` and the raw class gradient
-    ``d_class[n, c] = sum_k g * p_slot`` (recomputing both softmaxes, as
-    ``_full_dense`` does); ``_full_dense_classes`` finishes ``d_class``.
-    """
-    batch, n_outputs = g.shape
-    n_classes, K = b2.shape
-    zero = g.dtype.type(0)
-    for t in range(cuda.grid(1), batch * n_classes, cuda.gridsize(1)):
-        n, c = t // n_classes, t % n_classes
-        peak = a_class[n, 0] + b1[0]
-        for j in range(1, n_classes):
-            peak = max(peak, a_class[n, j] + b1[j])
-        total = zero
-        for j in range(n_classes):
-            total += math.exp(a_class[n, j] + b1[j] - peak)
-        p_class = math.exp(a_class[n, c] + b1[c] - peak) / total
-        slot_peak = a_slot[c, n, 0] + b2[c, 0]
-        for k in range(1, K):
-            slot_peak = max(slot_peak, a_slot[c, n, k] + b2[c, k])
-        slot_total = zero
-        for k in range(K):
-            slot_total += math.exp(a_slot[c, n, k] + b2[c, k] - slot_peak)
-        width = max(0, min(K, n_outputs - c * K))
-        g_class = zero
-        for k in range(K):  # truncated slots: zero upstream, but 0 * NaN is NaN, as in the reference
-            upstream = g[n, c * K + k] if k < width else zero
-            g_class += upstream * math.exp(a_slot[c, n, k] + b2[c, k] - slot_peak) / slot_total
-        d_class[n, c] = g_class
-        slot_dot = g_class * p_class
-        for k in range(K):
-            p_slot = math.exp(a_slot[c, n, k] + b2[c, k] - slot_peak) / slot_total
-            upstream = g[n, c * K + k] * p_class if k < width else zero
-            d_slot[c, n, k] = p_slot * (upstream - slot_dot)
-
-
-@launch.kernel
-def _full_dense_classes(a_class, b1, d_class):
-    """Phase 2 of ``full_dense_backward``: thread ``n`` alone finishes ``d_class[n]``."""
-    batch, n_classes = d_class.shape
-    zero = d_class.dtype.type(0)
-    for n in range(cuda.grid(1), batch, cuda.gridsize(1)):
-        peak = a_class[n, 0] + b1[0]
-        for j in range(1, n_classes):
-            peak = max(peak, a_class[n, j] + b1[j])
-        total = zero
-        for j in range(n_classes):
-            total += math.exp(a_class[n, j] + b1[j] - peak)
-        class_dot = zero
-        for j in range(n_classes):
-            class_dot += d_class[n, j] * math.exp(a_class[n, j] + b1[j] - peak) / total
-        for j in range(n_classes):
-            p_class = math.exp(a_class[n, j] + b1[j] - peak) / total
-            d_class[n, j] = p_class * (d_class[n, j] - class_dot)
-
-
-@launch.kernel
 def _split_target(target, K, classes, slots):
     """``classes = target // K``, ``slots = target % K``; thread ``n`` alone writes row ``n``."""
     for n in range(cuda.grid(1), target.shape[0], cuda.gridsize(1)):
@@ -226,28 +133,14 @@ def split_target(target, K, classes, slots, *, stream=0):
 
 
 def full_forward(p_class, p_slot, out, *, stream=0):
-    """Same contract as ``_cpu.hsoftmax.full_forward``; all arguments are device arrays."""
+    """In place: ``out[n, c * K + k] = p_class[n, c] * p_slot[n, c, k]`` for the first ``out.shape[1]`` columns.
+
+    Full mode on the device (the host joins the levels in ``_cpu.hsoftmax.full_dense``
+    instead); all arguments are device arrays.
+    """
     if out.size == 0:
         return
     _full_forward[launch.blocks_for(out.size), launch.threads(), stream](p_class, p_slot, out)
-
-
-def full_dense(a_class, b1, a_slot, b2, out, *, stream=0):
-    """Same contract as ``_cpu.hsoftmax.full_dense``; all arguments are device arrays."""
-    n = out.shape[0] * b2.shape[0]
-    if out.size == 0 or n == 0:
-        return
-    _full_dense[launch.blocks_for(n), launch.threads(), stream](a_class, b1, a_slot, b2, out)
-
-
-def full_dense_backward(g, a_class, b1, a_slot, b2, d_class, d_slot, *, stream=0):
-    """Same contract as ``_cpu.hsoftmax.full_dense_backward``; all arguments are device arrays."""
-    n = g.shape[0] * b2.shape[0]
-    if n == 0:
-        return
-    _full_dense_slots[launch.blocks_for(n), launch.threads(), stream](
-        g, a_class, b1, a_slot, b2, d_class, d_slot)
-    _full_dense_classes[launch.blocks_for(g.shape[0]), launch.threads(), stream](a_class, b1, d_class)
 
 
 def target_forward(p_class, p_slot, classes, slots, out, *, stream=0):
@@ -260,7 +153,13 @@ def target_forward(p_class, p_slot, classes, slots, out, *, stream=0):
 
 
 def full_backward(g, p_class, p_slot, d_class, d_slot, *, stream=0):
-    """Same contract as ``_cpu.hsoftmax.full_backward``; all arguments are device arrays."""
+    """In place: the softmax-input gradients of both levels, full mode, from ``g`` ``(batch, n_outputs)``.
+
+    Writes ``d_class`` ``(batch, n_classes)`` and ``d_slot`` ``(batch, n_classes, K)``;
+    columns past ``n_outputs`` (Theano's truncation) get zero upstream gradient. The
+    host computes the same in ``_cpu.hsoftmax.full_dense_backward``; all arguments are
+    device arrays.
+    """
     if d_class.size == 0:
         return
     threads = launch.reduction_threads(p_slot.shape[1] * p_slot.shape[2])

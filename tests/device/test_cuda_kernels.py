@@ -292,38 +292,6 @@ def test_full_forward_matches_numpy(rng, case, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", HSOFTMAX_CASES, ids=str)
-def test_full_dense_matches_cpu(rng, case, dtype):
-    batch, n_classes, K, n_outputs = case
-    a_class = rng.standard_normal((batch, n_classes)).astype(dtype)
-    b1 = rng.standard_normal(n_classes).astype(dtype)
-    a_slot = rng.standard_normal((n_classes, batch, K)).astype(dtype)
-    b2 = rng.standard_normal((n_classes, K)).astype(dtype)
-    out = np.full((batch, n_outputs), np.nan, dtype)
-    d_out = cuda.to_device(out)
-    hsoftmax.full_dense(*dev(a_class, b1, a_slot, b2), d_out)
-    _cpu.hsoftmax.full_dense(a_class.copy(), b1, a_slot.copy(), b2, out)  # the CPU kernel overwrites its inputs
-    close(d_out.copy_to_host(), out, dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", HSOFTMAX_CASES, ids=str)
-def test_full_dense_backward_matches_cpu(rng, case, dtype):
-    batch, n_classes, K, n_outputs = case
-    g = rng.standard_normal((batch, n_outputs)).astype(dtype)
-    a_class = rng.standard_normal((batch, n_classes)).astype(dtype)
-    b1 = rng.standard_normal(n_classes).astype(dtype)
-    a_slot = rng.standard_normal((n_classes, batch, K)).astype(dtype)
-    b2 = rng.standard_normal((n_classes, K)).astype(dtype)
-    d_class, d_slot = np.empty((batch, n_classes), dtype), np.empty((n_classes, batch, K), dtype)
-    d_d_class, d_d_slot = dev(d_class, d_slot)
-    hsoftmax.full_dense_backward(*dev(g, a_class, b1, a_slot, b2), d_d_class, d_d_slot)
-    _cpu.hsoftmax.full_dense_backward(g, a_class.copy(), b1, a_slot.copy(), b2, d_class, d_slot)
-    close(d_d_class.copy_to_host(), d_class, dtype)
-    close(d_d_slot.copy_to_host(), d_slot, dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", HSOFTMAX_CASES, ids=str)
 def test_full_backward_matches_numpy(rng, case, dtype):
     batch, n_classes, K, n_outputs = case
     g = rng.standard_normal((batch, n_outputs)).astype(dtype)

@@ -155,10 +155,16 @@ def test_launchers_are_bound_to_the_call_stream(monkeypatch):
     monkeypatch.setattr(_device, "_launch_stream", lambda arrays: stream)
     backend = _device.DeviceBackend([cuda.to_device(np.zeros(2))], deterministic=True)
     assert backend.stream is stream
-    outer = backend.kernels.blocksparse.outer
-    assert outer.keywords == {"stream": stream, "deterministic": True}
-    assert backend.kernels.softmax.softmax_rows.keywords == {"stream": stream}
-    assert backend.kernels.hsoftmax.split_target.keywords == {"stream": stream}
+    keywords = {}
+    for module, name in ((_device.cuda_blocksparse, "outer"), (_device.cuda_softmax, "softmax_rows"),
+                         (_device.cuda_hsoftmax, "split_target")):
+        monkeypatch.setattr(module, name, lambda *a, _name=name, **kw: keywords.update({_name: kw}))
+    backend.outer(*[None] * 7)
+    backend.softmax_rows(None, None)
+    backend.split_target(None, 1, None, None)
+    assert keywords["outer"] == {"stream": stream, "deterministic": True}
+    assert keywords["softmax_rows"] == {"stream": stream}
+    assert keywords["split_target"] == {"stream": stream}
 
 
 @pytest.mark.parametrize("name", CALLS)

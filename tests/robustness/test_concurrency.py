@@ -22,8 +22,10 @@ import threading
 from pathlib import Path
 
 import numba
+import numpy as np
 import pytest
 
+import nbsparse as nbs
 from nbsparse import _threads
 from tests.support.concurrency_workload import run
 
@@ -105,18 +107,17 @@ class RecordingModule:
 def test_launches_are_serialised_only_under_workqueue(verdict, layer, serialised):
     verdict(layer)
     module = RecordingModule()
-    first = _threads._SerialModule(module)  # before any launch the layer is unknown: locked
-    assert first.kernel(1) == 2 and module.held == [True]
+    assert _threads.launch(module.kernel, 1) == 2  # before any launch the layer is unknown: locked
+    assert module.held == [True]
     assert _threads.launches_serialised() is serialised
-    from nbsparse import _cpu
-
-    assert (_threads.cpu_kernels() is _cpu) is not serialised
+    _threads.launch(module.kernel, 1)
+    assert module.held == [True, serialised]
 
 
 def test_an_unknown_layer_stays_serialised(verdict):
     verdict(None)  # e.g. only serial kernels (bias_grad, split_target) have run so far
     module = RecordingModule()
-    _threads._SerialModule(module).kernel(0)
+    _threads.launch(module.kernel, 0)
     assert module.held == [True]
     assert _threads.launches_serialised()
 
@@ -133,19 +134,16 @@ def test_serialised_launches_exclude_each_other(verdict):
     inside, overlaps = [0], []
     gate = threading.Barrier(2)
 
-    class Slow:
-        def kernel(self):
-            inside[0] += 1
-            overlaps.append(inside[0] > 1)
-            threading.Event().wait(0.02)
-            inside[0] -= 1
-
-    serial = _threads._SerialModule(Slow())
+    def kernel():
+        inside[0] += 1
+        overlaps.append(inside[0] > 1)
+        threading.Event().wait(0.02)
+        inside[0] -= 1
 
     def call():
         gate.wait()
         for _ in range(5):
-            serial.kernel()
+            _threads.launch(kernel)
 
     pool = [threading.Thread(target=call) for _ in range(2)]
     for t in pool:
@@ -155,15 +153,30 @@ def test_serialised_launches_exclude_each_other(verdict):
     assert len(overlaps) == 10 and not any(overlaps)
 
 
-def test_the_serial_view_wraps_every_kernel_module_and_passes_constants_through():
+def test_every_host_kernel_launch_goes_through_the_serialisation(verdict, monkeypatch):
+    """Each kernel of every ``nbsparse._cpu`` module that a public function runs is launched under the lock."""
     from nbsparse import _cpu
 
-    serial = _threads._SerialKernels(_cpu)
+    verdict("workqueue")
+    held = {}
     for module in ("products", "outer", "grads", "softmax", "hsoftmax"):
-        kernels = [name for name, value in vars(getattr(_cpu, module)).items()
-                   if type(value).__name__ == "CPUDispatcher"]
-        assert kernels
-        for name in kernels:
-            assert getattr(getattr(serial, module), name).__wrapped__ is getattr(
-                getattr(_cpu, module), name)
-    assert serial.products.__name__ == "nbsparse._cpu.products"  # not callable: as is
+        for name, value in list(vars(getattr(_cpu, module)).items()):
+            if type(value).__name__ == "CPUDispatcher" and not name.startswith("_"):
+                def recording(*args, _kernel=value, _name=f"{module}.{name}"):
+                    held.setdefault(_name, set()).add(_threads._LOCK.locked())
+                    return _kernel(*args)
+                monkeypatch.setattr(getattr(_cpu, module), name, recording)
+    rng = np.random.default_rng(0)
+    W, h = rng.standard_normal((3, 2, 2, 2)), rng.standard_normal((4, 2, 2))
+    idx, b = rng.integers(0, 2, (4, 2)), rng.standard_normal((2, 2))
+    nbs.sparse_block_gemv(np.zeros((4, 2, 2)), W, h, idx, idx)
+    nbs.sparse_block_outer(np.zeros(W.shape), h, h, idx, idx)
+    nbs.sparse_block_dot_grad(nbs.sparse_block_dot(W, h, idx, b, idx), W, h, idx, b, idx)
+    nbs.softmax_grad(h, nbs.softmax(h))
+    x, t = rng.standard_normal((4, 3)), np.array([0, 3, 2, 1])
+    hargs = (x, 4, 4, 2, 2, rng.standard_normal((3, 2)), np.zeros(2), rng.standard_normal((2, 3, 2)),
+             np.zeros((2, 2)))
+    for target in (None, t):
+        nbs.h_softmax_grad(nbs.h_softmax(*hargs, target=target), *hargs, target=target)
+    nbs.h_softmax_nll_grad(nbs.h_softmax_nll(*hargs, t), *hargs, t)
+    assert held and all(locked == {True} for locked in held.values()), held

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import nbsparse as nbs
 from nbsparse import _reference
-from nbsparse._memory import byte_extent, extents_overlap
+from nbsparse._overlap import byte_extent, extents_overlap
 from tests.support.fuzzing import OPS, calls, check_host_call, examples, truncated_class_problem
 
 

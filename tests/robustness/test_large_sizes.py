@@ -217,7 +217,7 @@ def _allowed_in_count_outside(name, ty):
 
 
 def test_cuda_kernels_compute_every_index_in_64_bits(cuda_integer_types):
-    assert len(cuda_integer_types) == 2 * 19 + 2 + 8 + 1
+    assert len(cuda_integer_types) == 2 * 16 + 2 + 8 + 1
     narrow = {}
     for kernel, typemap in cuda_integer_types.items():
         registers = {n for n, ty in typemap.items()
