@@ -54,22 +54,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="no CUDA GPU and the simulator is off"))
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_call(item):
-    """Key the derandomised examples of a parametrised hypothesis test on its file name and id.
-
-    Hypothesis seeds them from ``item.nodeid``, which holds the folder: moving a test
-    file between the folders of tests/ would change which examples CI runs. The key
-    is the id the test would have directly under tests/ (file names are unique across
-    the folders), so the examples stay those of the flat layout they were chosen in.
-    The attribute is hypothesis's own (set by its pytest plugin just before this hook).
-    """
-    inner = getattr(getattr(item.obj, "hypothesis", None), "inner_test", None)
-    if inner is not None and hasattr(inner, "_hypothesis_internal_add_digest"):
-        path, _, rest = item.nodeid.partition("::")
-        inner._hypothesis_internal_add_digest = f"tests/{path.rsplit('/', 1)[-1]}::{rest}".encode()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _fast_simulator():
     """Shorter GIL switch interval: simulated ``syncthreads`` busy-polls (about 5x faster)."""

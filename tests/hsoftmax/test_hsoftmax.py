@@ -203,6 +203,34 @@ def test_non_finite_weights_of_unselected_classes_reach_no_result(dtype, target_
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_full_mode_probability_below_the_float_range_is_zero(dtype):
+    """A slot activation far below the others has probability 0, as ``exp`` underflows in the reference."""
+    x, W1, b1 = np.ones((1, 2), dtype), np.zeros((2, 1), dtype), np.zeros(1, dtype)
+    W2, b2 = np.zeros((1, 2, 3), dtype), np.array([[0.0, -1e4, -np.inf]], dtype)
+    probs = nbs.h_softmax(x, 1, 3, 1, 3, W1, b1, W2, b2)
+    np.testing.assert_array_equal(probs, [[1.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_full_mode_grad_infinite_weight_times_zero_probability_is_nan(dtype):
+    """``0 * inf`` is NaN in the input gradient, as in the reference (found by fuzzing).
+
+    The second row's slot activations are ``[finite, -inf]``: probability 0 meets
+    the infinite weight, in the host's fused full-mode kernel as in the reference.
+    """
+    g = np.array([[0.28, -0.55], [0.98, -0.31]], dtype)
+    x = np.array([[0.19], [-0.52]], dtype)
+    W1, b1 = np.array([[-0.41]], dtype), np.array([-2.44], dtype)
+    W2, b2 = np.array([[[1.8, np.inf]]], dtype), np.array([[-0.33, 0.77]], dtype)
+    with np.errstate(all="ignore"):
+        expected = _reference.h_softmax_grad(g, x, 2, 2, 1, 2, W1, b1, W2, b2)
+    grads = nbs.h_softmax_grad(g, x, 2, 2, 1, 2, W1, b1, W2, b2)
+    assert np.isnan(expected.x).all()
+    for name in expected._fields:
+        np.testing.assert_array_equal(np.isnan(getattr(grads, name)), np.isnan(getattr(expected, name)), name)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_batch_0(dtype):
     args = HSoftmaxCase("batch_0", batch=0, n_outputs=10).make(dtype)
     target = np.zeros(0, dtype=np.int32)
