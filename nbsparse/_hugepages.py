@@ -123,6 +123,7 @@ def cached_bytes():
 
 def _large(shape, dtype):
     """``(array, recycled)`` on a mapping for ``MIN_BYTES`` or more (Linux), else ``(None, False)``."""
+    dtype = np.dtype(dtype)
     count = int(np.prod(shape, dtype=np.int64))
     nbytes = count * dtype.itemsize
     if not _SUPPORTED or nbytes < MIN_BYTES:
@@ -158,7 +159,6 @@ def empty(shape, dtype):
         mapping that returns to the cache when the array and every view of it
         are gone; else ``np.empty``.
     """
-    dtype = np.dtype(dtype)
     array, _ = _large(shape, dtype)
     return np.empty(shape, dtype=dtype) if array is None else array
 
@@ -168,16 +168,15 @@ def zeros(shape, dtype):
 
     Parameters
     ----------
-    shape : tuple of int
-    dtype : numpy dtype
+    shape, dtype
+        As for :func:`empty`.
 
     Returns
     -------
     numpy.ndarray
-        Writeable and zero-filled: a fresh mapping comes zeroed from the system, a
-        recycled one is cleared here. Else as :func:`empty`.
+        As :func:`empty` returns, zero-filled: a fresh mapping comes zeroed from
+        the system, a recycled one is cleared here.
     """
-    dtype = np.dtype(dtype)
     array, recycled = _large(shape, dtype)
     if array is None:
         return np.zeros(shape, dtype=dtype)

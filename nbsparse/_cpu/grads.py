@@ -9,10 +9,10 @@ gradient is the outer update, in :mod:`.outer`.
 import numpy as np
 from numba import prange
 
-from .codegen import prefetch_read, set_chunksize
+from .codegen import set_chunksize
 from .jit import cached_jit
 from .scheduling import block_units, buckets, min_units, sub_groups, work_units
-from .tiles import dot_rows
+from .tiles import dot_rows, prefetch_blocks
 from .tuning import FASTMATH, MIN_TERMS_PER_BLOCK
 
 
@@ -46,18 +46,13 @@ def grad_h(dh, W, g, input_idx, output_idx):
         zero = dh.dtype.type(0)
         order, starts = buckets(input_idx, i_blocks)
         n_units, per_unit = block_units(i_blocks)
-        line = 64 // W.itemsize
         caller_chunksize = set_chunksize(1)
         for u in prange(n_units):
             for p in range(u * per_unit, min((u + 1) * per_unit, i_blocks)):
                 s, e = starts[p], starts[p + 1]
                 for n in range(s, e):
                     if n + 1 < e:
-                        b_next = order[n + 1] // i_win
-                        for j in range(o_win):
-                            at = (p * o_blocks + output_idx[b_next, j]) * i_size * o_size
-                            for k in range(0, i_size * o_size, line):
-                                prefetch_read(W, at + k)
+                        prefetch_blocks(W, p, output_idx, order[n + 1] // i_win, False)
                     t = order[n]
                     b, i = t // i_win, t % i_win
                     for j in range(o_win):

@@ -13,10 +13,10 @@ cache. :func:`weight_gradient` picks among them for a new gradient.
 import numpy as np
 from numba import prange
 
-from .codegen import prefetch_write, set_chunksize
+from .codegen import set_chunksize
 from .jit import cached_jit
 from .scheduling import block_units, buckets, min_units, sub_groups
-from .tiles import stream_rows, tile_rows
+from .tiles import prefetch_blocks, stream_rows, tile_rows
 from .tuning import (
     DEEP_TILE_DEPTH,
     FASTMATH,
@@ -135,11 +135,7 @@ def _outer_few_terms(o, x, y, x_idx, y_idx, alpha, clear):
             s, e = x_starts[p], x_starts[p + 1]
             for n in range(s, e):
                 if n + 1 < e:
-                    b_next = x_order[n + 1] // x_win
-                    for j in range(y_win):
-                        at = ((p * y_blocks + y_idx[b_next, j]) * x_size) * y_size
-                        for k in range(0, x_size * y_size, 64 // o.itemsize):
-                            prefetch_write(o, at + k)
+                    prefetch_blocks(o, p, y_idx, x_order[n + 1] // x_win, True)
                 t = x_order[n]
                 b, i = t // x_win, t % x_win
                 for j in range(y_win):

@@ -1,5 +1,6 @@
 """The loops over the register tiles: the small GEMMs and dot products of the
-grouped paths, and the streamed copy of a scratch buffer.
+grouped paths, the streamed copy of a scratch buffer, and the prefetch of the
+next term's weight blocks on the few-terms paths.
 
 Each loop drives the intrinsics of :mod:`.codegen` over the rows and columns of
 one group of terms (terms that share a weight block). Offsets are in elements
@@ -21,6 +22,7 @@ from .codegen import (
     dots42,
     dots43,
     lead_to_alignment,
+    prefetch_read,
     prefetch_write,
     row_tile,
     row_tile_store,
@@ -169,3 +171,24 @@ def stream_rows(o, at, scratch, n):
     for k in range(head + n_vectors * lanes, n):
         o_flat[at + k] = scratch[k]
     sfence()
+
+
+# Inlined in Numba IR: the loop compiles as if written in the caller, whose
+# constant ``for_write`` leaves one hint (a compiled call is unrolled differently).
+@cached_jit(inline="always")
+def prefetch_blocks(a, p, idx, b, for_write):
+    """Prefetch the blocks ``a[p, idx[b, j]]`` for every ``j``, a cache line at a time (a hint: never faults).
+
+    ``a`` is C-contiguous, ``(p_blocks, q_blocks, rows, cols)``. The few-terms
+    paths call it for the next term while they work on the current one.
+    ``for_write`` gives the write hint (the caller will update the blocks),
+    otherwise the read hint.
+    """
+    rows, cols = a.shape[2], a.shape[3]
+    for j in range(idx.shape[1]):
+        at = ((p * a.shape[1] + idx[b, j]) * rows) * cols
+        for k in range(0, rows * cols, 64 // a.itemsize):
+            if for_write:
+                prefetch_write(a, at + k)
+            else:
+                prefetch_read(a, at + k)

@@ -15,6 +15,7 @@ import math
 from numba import cuda
 
 from . import launch
+from .reductions import block_max2, block_sum, block_sum2
 
 
 @launch.kernel
@@ -45,8 +46,8 @@ def _full_backward(threads):
         Columns ``c * K + k >= n_outputs`` (Theano's truncation) get zero upstream
         gradient. Per row ``n``: (1) thread ``tid`` owns classes ``c = tid, tid +
         threads, ...``, alone writes the raw class gradient ``sum_k g * p_slot`` to
-        ``d_class[n, c]`` and adds its share of ``class_dot``; (2) a shared-memory
-        tree sum gives ``class_dot``, and its barriers publish (1)'s writes; (3)
+        ``d_class[n, c]`` and adds its share of ``class_dot``; (2) a block sum
+        gives ``class_dot``, and its barriers publish (1)'s writes; (3)
         thread ``tid`` alone writes ``d_slot[n].flat[m]`` for ``m = tid, tid +
         threads, ...`` (coalesced), reading the raw class gradients; (4) after a
         barrier, class owners overwrite ``d_class[n, c]`` with the final value.
@@ -67,16 +68,7 @@ def _full_backward(threads):
                     g_class += zero * p_slot[n, c, k]
                 d_class[n, c] = g_class
                 class_dot += g_class * p_class[n, c]
-            buf[tid] = class_dot
-            cuda.syncthreads()
-            step = threads // 2
-            while step > 0:
-                if tid < step:
-                    buf[tid] += buf[tid + step]
-                cuda.syncthreads()
-                step //= 2
-            class_dot = buf[0]
-            cuda.syncthreads()
+            class_dot = block_sum(buf, tid, threads, class_dot)
 
             for m in range(tid, n_classes * K, threads):
                 c, k = m // K, m % K
@@ -91,6 +83,23 @@ def _full_backward(threads):
     return full_backward
 
 
+@launch.device
+def _target_level(g, p, targets, p_other, targets_other, d, start, stride):
+    """``d``, the softmax-input gradient of one level ``p`` in target mode; the grid-stride loop of one thread.
+
+    ``p_other``/``targets_other`` are the other level's: ``g[n] *
+    p_other[n, targets_other[n]]`` is the upstream gradient of ``p[n, targets[n]]``.
+    """
+    width = p.shape[1]
+    zero = p.dtype.type(0)
+    for t in range(start, d.size, stride):
+        n, c = t // width, t % width
+        c_t = targets[n]
+        g_target = g[n] * p_other[n, targets_other[n]]
+        own = g_target if c == c_t else zero
+        d[n, c] = p[n, c] * (own - g_target * p[n, c_t])
+
+
 @launch.kernel
 def _target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot):
     """Softmax-input gradients of both levels, target mode; one thread per output element.
@@ -99,21 +108,9 @@ def _target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot):
     each upstream gradient has one non-zero entry per row. The grid covers
     ``d_class`` and then ``d_slot``; thread ``t`` alone writes each element it visits.
     """
-    n_classes, K = p_class.shape[1], p_slot.shape[1]
-    zero = p_class.dtype.type(0)
     start, stride = cuda.grid(1), cuda.gridsize(1)
-    for t in range(start, d_class.size, stride):
-        n, c = t // n_classes, t % n_classes
-        c_t = classes[n]
-        g_class = g[n] * p_slot[n, slots[n]]  # upstream gradient of p_class[n, c_t]
-        own = g_class if c == c_t else zero
-        d_class[n, c] = p_class[n, c] * (own - g_class * p_class[n, c_t])
-    for t in range(start, d_slot.size, stride):
-        n, k = t // K, t % K
-        k_t = slots[n]
-        g_slot = g[n] * p_class[n, classes[n]]  # upstream gradient of p_slot[n, k_t]
-        own = g_slot if k == k_t else zero
-        d_slot[n, k] = p_slot[n, k] * (own - g_slot * p_slot[n, k_t])
+    _target_level(g, p_class, classes, p_slot, slots, d_class, start, stride)
+    _target_level(g, p_slot, slots, p_class, classes, d_slot, start, stride)
 
 
 @launch.kernel
@@ -178,16 +175,38 @@ def target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot, *, stre
     )
 
 
+@launch.device
+def _row_exp_sums(a_class, a_slot, n, buf_c, buf_s, tid, threads):
+    """``(max_c, max_s, sum_c, sum_s)`` of row ``n`` of both levels, with ``sum = sum(exp(a - max))``.
+
+    Called by every thread of the block (it holds barriers; see :mod:`.reductions`).
+    One tree gives both maxima, a second both sums.
+    """
+    n_classes, K = a_class.shape[1], a_slot.shape[1]
+    peak_c, peak_s = a_class[n, 0], a_slot[n, 0]  # members of the rows: safe identities
+    for c in range(tid, n_classes, threads):
+        peak_c = max(peak_c, a_class[n, c])
+    for k in range(tid, K, threads):
+        peak_s = max(peak_s, a_slot[n, k])
+    peak_c, peak_s = block_max2(buf_c, buf_s, tid, threads, peak_c, peak_s)
+
+    total_c, total_s = a_class.dtype.type(0), a_class.dtype.type(0)
+    for c in range(tid, n_classes, threads):
+        total_c += math.exp(a_class[n, c] - peak_c)
+    for k in range(tid, K, threads):
+        total_s += math.exp(a_slot[n, k] - peak_s)
+    total_c, total_s = block_sum2(buf_c, buf_s, tid, threads, total_c, total_s)
+    return peak_c, peak_s, total_c, total_s
+
+
 @functools.cache
 def _nll_kernels(threads):
     """``(nll_forward, nll_backward)`` kernels for blocks of ``threads`` (a power of two).
 
     A block per batch row (grid-stride over rows, so the row loop is block-uniform
     and every thread reaches every barrier). The two levels are reduced side by
-    side: one tree pass gives both maxima, a second both sums of ``exp(a - max)``,
-    so a row costs two reductions, not four. The reductions are written out here,
-    as in ``softmax.py``: device functions would stop ``compile_ptx`` working
-    without a GPU.
+    side (:func:`_row_exp_sums`): one tree pass gives both maxima, a second both
+    sums of ``exp(a - max)``, so a row costs two reductions, not four.
     """
 
     @launch.kernel
@@ -201,44 +220,12 @@ def _nll_kernels(threads):
         buf_c = cuda.shared.array(threads, dtype=a_class.dtype)
         buf_s = cuda.shared.array(threads, dtype=a_class.dtype)
         tid = cuda.threadIdx.x
-        n_classes, K = a_class.shape[1], a_slot.shape[1]
-        zero = a_class.dtype.type(0)
         for n in range(cuda.blockIdx.x, out.shape[0], cuda.gridDim.x):
-            peak_c, peak_s = a_class[n, 0], a_slot[n, 0]  # members of the rows: safe identities
-            for c in range(tid, n_classes, threads):
-                peak_c = max(peak_c, a_class[n, c])
-            for k in range(tid, K, threads):
-                peak_s = max(peak_s, a_slot[n, k])
-            buf_c[tid], buf_s[tid] = peak_c, peak_s
-            cuda.syncthreads()
-            step = threads // 2
-            while step > 0:
-                if tid < step:
-                    buf_c[tid] = max(buf_c[tid], buf_c[tid + step])
-                    buf_s[tid] = max(buf_s[tid], buf_s[tid + step])
-                cuda.syncthreads()
-                step //= 2
-            peak_c, peak_s = buf_c[0], buf_s[0]
-            cuda.syncthreads()  # all have read the maxima before the buffers are reused
-
-            total_c, total_s = zero, zero
-            for c in range(tid, n_classes, threads):
-                total_c += math.exp(a_class[n, c] - peak_c)
-            for k in range(tid, K, threads):
-                total_s += math.exp(a_slot[n, k] - peak_s)
-            buf_c[tid], buf_s[tid] = total_c, total_s
-            cuda.syncthreads()
-            step = threads // 2
-            while step > 0:
-                if tid < step:
-                    buf_c[tid] += buf_c[tid + step]
-                    buf_s[tid] += buf_s[tid + step]
-                cuda.syncthreads()
-                step //= 2
+            peak_c, peak_s, total_c, total_s = _row_exp_sums(a_class, a_slot, n, buf_c, buf_s,
+                                                             tid, threads)
             if tid == 0:  # max - a[t] first: nearby large activations cancel exactly
-                out[n] = ((peak_c - a_class[n, classes[n]]) + math.log(buf_c[0])
-                          + ((peak_s - a_slot[n, slots[n]]) + math.log(buf_s[0])))
-            cuda.syncthreads()  # thread 0 has read the sums before the next row overwrites them
+                out[n] = ((peak_c - a_class[n, classes[n]]) + math.log(total_c)
+                          + ((peak_s - a_slot[n, slots[n]]) + math.log(total_s)))
 
     @launch.kernel
     def nll_backward(g, a_class, a_slot, classes, slots, d_class, d_slot):
@@ -252,40 +239,9 @@ def _nll_kernels(threads):
         n_classes, K = a_class.shape[1], a_slot.shape[1]
         zero = a_class.dtype.type(0)
         for n in range(cuda.blockIdx.x, g.shape[0], cuda.gridDim.x):
-            peak_c, peak_s = a_class[n, 0], a_slot[n, 0]
-            for c in range(tid, n_classes, threads):
-                peak_c = max(peak_c, a_class[n, c])
-            for k in range(tid, K, threads):
-                peak_s = max(peak_s, a_slot[n, k])
-            buf_c[tid], buf_s[tid] = peak_c, peak_s
-            cuda.syncthreads()
-            step = threads // 2
-            while step > 0:
-                if tid < step:
-                    buf_c[tid] = max(buf_c[tid], buf_c[tid + step])
-                    buf_s[tid] = max(buf_s[tid], buf_s[tid + step])
-                cuda.syncthreads()
-                step //= 2
-            peak_c, peak_s = buf_c[0], buf_s[0]
-            cuda.syncthreads()
-
-            total_c, total_s = zero, zero
-            for c in range(tid, n_classes, threads):
-                total_c += math.exp(a_class[n, c] - peak_c)
-            for k in range(tid, K, threads):
-                total_s += math.exp(a_slot[n, k] - peak_s)
-            buf_c[tid], buf_s[tid] = total_c, total_s
-            cuda.syncthreads()
-            step = threads // 2
-            while step > 0:
-                if tid < step:
-                    buf_c[tid] += buf_c[tid + step]
-                    buf_s[tid] += buf_s[tid + step]
-                cuda.syncthreads()
-                step //= 2
-            scale_c, scale_s = g[n] / buf_c[0], g[n] / buf_s[0]
-            cuda.syncthreads()  # all have read the sums before the next row overwrites them
-
+            peak_c, peak_s, total_c, total_s = _row_exp_sums(a_class, a_slot, n, buf_c, buf_s,
+                                                             tid, threads)
+            scale_c, scale_s = g[n] / total_c, g[n] / total_s
             c_t, k_t = classes[n], slots[n]
             for c in range(tid, n_classes, threads):
                 d_class[n, c] = scale_c * math.exp(a_class[n, c] - peak_c) - (

@@ -1,4 +1,4 @@
-"""Launch configuration shared by the CUDA kernels.
+"""Launch configuration and the ``cuda.jit`` decorators shared by the CUDA kernels.
 
 The module globals are read at every launch, so tests can monkeypatch them
 (small blocks give several blocks and a ragged last one on tiny inputs). Every
@@ -28,6 +28,17 @@ JIT_OPTIONS = {} if SIM else {"lineinfo": True}
 def kernel(func):
     """``cuda.jit`` with the options above: lazy, nothing compiles until the first launch."""
     return cuda.jit(**JIT_OPTIONS)(func)
+
+
+def device(func):
+    """``cuda.jit(device=True)``, inlined into the calling kernel's Numba IR before typing.
+
+    The function is typed and compiled as part of each kernel that calls it, with
+    the kernel's options. A device function compiled on its own is built for the
+    current device, which would stop ``compile_ptx`` (:mod:`.ptx`) from working on
+    a machine without a GPU.
+    """
+    return cuda.jit(device=True, inline="always")(func)
 
 
 def threads():

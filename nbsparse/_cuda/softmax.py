@@ -2,11 +2,9 @@
 
 One thread block per row (grid-stride over rows). Thread ``tid`` alone writes the
 columns ``k = tid, tid + threads, ...`` of its block's row, so writes never
-collide; the row's max and sum are shared-memory tree reductions. The block size
-is a compile-time power of two, so each size is its own kernel from a cached
-factory. The reductions are written out in each kernel rather than in a device
-function: numba-cuda compiles device functions for the current device, which
-would stop ``compile_ptx`` from working on a machine without a GPU.
+collide; the row's max and sum are shared-memory tree reductions
+(:mod:`.reductions`). The block size is a compile-time power of two, so each
+size is its own kernel from a cached factory.
 """
 
 import functools
@@ -15,6 +13,7 @@ import math
 from numba import cuda
 
 from . import launch
+from .reductions import block_max, block_sum
 
 
 @functools.cache
@@ -32,32 +31,14 @@ def _kernels(threads):
             peak = x[row, 0]  # a member of the row: the identity for threads with no column
             for k in range(tid, n, threads):
                 peak = max(peak, x[row, k])
-            buf[tid] = peak
-            cuda.syncthreads()
-            step = threads // 2
-            while step > 0:
-                if tid < step:
-                    buf[tid] = max(buf[tid], buf[tid + step])
-                cuda.syncthreads()
-                step //= 2
-            peak = buf[0]
-            cuda.syncthreads()  # all have read buf[0] before it is overwritten
+            peak = block_max(buf, tid, threads, peak)
 
             total = x.dtype.type(0)
             for k in range(tid, n, threads):
                 e = math.exp(x[row, k] - peak)
                 out[row, k] = e
                 total += e
-            buf[tid] = total
-            cuda.syncthreads()
-            step = threads // 2
-            while step > 0:
-                if tid < step:
-                    buf[tid] += buf[tid + step]
-                cuda.syncthreads()
-                step //= 2
-            scale = x.dtype.type(1) / buf[0]
-            cuda.syncthreads()
+            scale = x.dtype.type(1) / block_sum(buf, tid, threads, total)
             for k in range(tid, n, threads):
                 out[row, k] *= scale
 
@@ -71,16 +52,7 @@ def _kernels(threads):
             dot = y.dtype.type(0)
             for k in range(tid, n, threads):
                 dot += g[row, k] * y[row, k]
-            buf[tid] = dot
-            cuda.syncthreads()
-            step = threads // 2
-            while step > 0:
-                if tid < step:
-                    buf[tid] += buf[tid + step]
-                cuda.syncthreads()
-                step //= 2
-            dot = buf[0]
-            cuda.syncthreads()
+            dot = block_sum(buf, tid, threads, dot)
             for k in range(tid, n, threads):
                 out[row, k] = y[row, k] * (g[row, k] - dot)
 

@@ -33,27 +33,36 @@ def two_level_full(x, batch_size, n_outputs, n_classes, K, W1, b1, W2, b2):
     return act.transpose(1, 0, 2).reshape(batch_size, n_classes * K)[:, :n_outputs]
 
 
-def _class_groups(classes):
+def _target_groups(x, K, W1, b1, W2, b2, target):
+    """``(p_class, slots, groups)`` of the target mode, rows grouped by target class.
+
+    ``groups`` yields ``(rows, c, probs)`` for each target class ``c``: the rows
+    whose target is in ``c`` and their slot probabilities ``softmax(x[rows] @
+    W2[c] + b2[c])``, one BLAS matmul per class.
+    """
+    target = np.asarray(target).reshape(-1)
+    classes, slots = target // K, target % K
     order = np.argsort(classes, kind="stable")
     sorted_classes = classes[order]
     starts = np.flatnonzero(np.r_[True, sorted_classes[1:] != sorted_classes[:-1]])
-    return order, sorted_classes, np.r_[starts, classes.size]
+    bounds = np.r_[starts, classes.size]
+
+    def groups():
+        for g in range(bounds.size - 1):
+            rows, c = order[bounds[g]:bounds[g + 1]], sorted_classes[bounds[g]]
+            probs = x[rows] @ W2[c]
+            probs += b2[c]
+            yield rows, c, _softmax_inplace(probs)
+
+    return _class_probs(x, W1, b1), slots, groups()
 
 
 def two_level_target(x, batch_size, n_outputs, n_classes, K, W1, b1, W2, b2, target):
     """Each row's target: rows grouped by target class, one BLAS matmul per class."""
-    target = np.asarray(target).reshape(-1)
-    classes, slots = target // K, target % K
-    p_class = _class_probs(x, W1, b1)
-    order, sorted_classes, bounds = _class_groups(classes)
+    p_class, slots, groups = _target_groups(x, K, W1, b1, W2, b2, target)
     out = np.empty(batch_size, dtype=p_class.dtype)
-    for g in range(bounds.size - 1):
-        rows = order[bounds[g]:bounds[g + 1]]
-        c = sorted_classes[bounds[g]]
-        act = x[rows] @ W2[c]
-        act += b2[c]
-        _softmax_inplace(act)
-        out[rows] = p_class[rows, c] * act[np.arange(rows.size), slots[rows]]
+    for rows, c, probs in groups:
+        out[rows] = p_class[rows, c] * probs[np.arange(rows.size), slots[rows]]
     return out
 
 
@@ -78,19 +87,11 @@ def two_level_grad_full(grad_output, x, batch_size, n_outputs, n_classes, K, W1,
 
 def two_level_grad_target(grad_output, x, batch_size, n_outputs, n_classes, K, W1, b1, W2, b2, target):
     """Gradients of ``two_level_target``: rows grouped by class, BLAS per class."""
-    target = np.asarray(target).reshape(-1)
-    classes, slots = target // K, target % K
-    p_class = _class_probs(x, W1, b1)
-    order, sorted_classes, bounds = _class_groups(classes)
+    p_class, slots, groups = _target_groups(x, K, W1, b1, W2, b2, target)
     dx = np.zeros_like(x)
     dW2, db2 = np.zeros_like(W2), np.zeros_like(b2)
     g_class = np.zeros_like(p_class)
-    for g in range(bounds.size - 1):
-        rows = order[bounds[g]:bounds[g + 1]]
-        c = sorted_classes[bounds[g]]
-        probs = x[rows] @ W2[c]
-        probs += b2[c]
-        _softmax_inplace(probs)
+    for rows, c, probs in groups:
         picked = np.arange(rows.size), slots[rows]
         g_rows = grad_output[rows]
         g_class[rows, c] = g_rows * probs[picked]

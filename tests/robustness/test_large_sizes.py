@@ -19,6 +19,7 @@ import importlib
 import json
 import os
 import pkgutil
+import re
 import subprocess
 import sys
 
@@ -192,9 +193,11 @@ for key, (func, argtypes) in table.items():
 print(json.dumps({"types": report}))
 """
 
-# The 32-bit special registers: threadIdx.x (bound to ``tid``) and the loads of
-# blockIdx.x, gridDim.x, ... (Numba names those temporaries ``$<n>load_attr.<m>``).
-GPU_REGISTER = ("tid",)
+# The 32-bit special registers: threadIdx.x (bound to ``tid``, also as the ``tid``
+# parameter of the inlined device functions (``_cuda.launch.device``), which Numba
+# renames ``<function>_v<n>_tid``) and the loads of blockIdx.x, gridDim.x, ...
+# (Numba names those temporaries ``$<n>load_attr.<m>``).
+GPU_REGISTER = re.compile(r"(\w+_v\d+_)?tid")
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +224,7 @@ def test_cuda_kernels_compute_every_index_in_64_bits(cuda_integer_types):
     narrow = {}
     for kernel, typemap in cuda_integer_types.items():
         registers = {n for n, ty in typemap.items()
-                     if (n in GPU_REGISTER or "load_attr" in n) and ty in ("int32", "uint32")}
+                     if (GPU_REGISTER.fullmatch(n) or "load_attr" in n) and ty in ("int32", "uint32")}
         bad = {n: ty for n, ty in typemap.items() if n not in registers
                and ty not in ("int64", "range_iter_int64") and not ty.startswith("Literal[int]")
                and not (kernel.startswith("count_outside") and _allowed_in_count_outside(n, ty))}
