@@ -182,23 +182,9 @@ def h_softmax_nll(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, 
 
     Parameters
     ----------
-    x : array, shape (batch, n_in)
-        The inputs.
-    batch_size : int
-        Must equal ``x.shape[0]`` (kept for Theano compatibility).
-    n_outputs : int
-        Number of outputs; at most ``n_classes * n_outputs_per_class``.
-    n_classes : int
-        Number of classes of the first level.
-    n_outputs_per_class : int
-        Outputs per class (``K``) of the second level.
-    W1 : array, shape (n_in, n_classes)
-    b1 : array, shape (n_classes,)
-        Weights and bias of the class level.
-    W2 : array, shape (n_classes, n_in, n_outputs_per_class)
-    b2 : array, shape (n_classes, n_outputs_per_class)
-        Weights and biases of the within-class level, one block per class; only the
-        blocks of the targets' classes are read.
+    x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2
+        As for :func:`h_softmax`; only the ``W2``/``b2`` blocks of the targets'
+        classes are read.
     target : integer array, shape (batch,) or (batch, 1)
         One output per row in ``[0, n_outputs)``; required.
 
