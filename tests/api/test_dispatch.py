@@ -26,22 +26,15 @@ import numpy as np
 import pytest
 
 from nbsparse._optable import OPS, Sizes, problem, tolerance
+from tests.support.rows import OpRow
 
 
 # --------------------------------------------------------------------------- arguments
 @dataclass(frozen=True)
-class Spec:
+class Spec(OpRow):
     """A row of the op table and valid arguments for it (the default ``Sizes``: batch 3)."""
 
     op: object
-
-    @property
-    def name(self):
-        return self.op.name
-
-    @property
-    def func(self):
-        return self.op.func
 
     def build(self, dtype=np.float64, overrides=None, index_dtype=np.int64):
         """Valid keyword arguments: floats of ``dtype`` except ``overrides`` (name -> dtype)."""

@@ -23,6 +23,7 @@ import nbsparse as nbs
 from nbsparse import _dask_graph
 from nbsparse._optable import OPS, Sizes, problem
 from tests.support.assertions import assert_matches
+from tests.support.rows import OpRow
 
 dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
@@ -34,22 +35,11 @@ CHUNKS = (13, 13, 13, 11)
 
 # --------------------------------------------------------------------------- cases
 @dataclass(frozen=True)
-class Case:
+class Case(OpRow):
     """A row of the op table on a seeded NumPy problem of ``sizes``."""
 
     op: object
     sizes: Sizes = Sizes(batch=BATCH, softmax_width=9, axis=1)
-
-    def __str__(self):
-        return self.op.name
-
-    @property
-    def name(self):
-        return self.op.name
-
-    @property
-    def func(self):
-        return self.op.func
 
     @property
     def batch(self):

@@ -26,6 +26,7 @@ from nbsparse._cuda import launch
 from nbsparse._optable import OPS
 from tests.support.assertions import tolerance
 from tests.support.cases import HSoftmaxCase, ProductCase
+from tests.support.rows import OpRow
 
 SIM = launch.SIM
 
@@ -47,22 +48,11 @@ FLOATS = [np.float32, np.float64]
 INDEX_DTYPES = [np.int32, np.int64, np.uint8]
 
 @dataclass(frozen=True)
-class Call:
+class Call(OpRow):
     """One row of the op table with its arguments by name (host arrays, ints, axis)."""
 
     op: object
     arguments: dict
-
-    def __str__(self):
-        return self.op.name
-
-    @property
-    def name(self):
-        return self.op.name
-
-    @property
-    def func(self):
-        return self.op.func
 
     @property
     def arrays(self):
