@@ -116,18 +116,16 @@ def check_softmax_grad(grad_output, y, axis):
     return v.check_axis(axis, y.ndim), np.result_type(grad_output.dtype, y.dtype)
 
 
-def check_loss_target(loss, target):
-    """TypeError when ``loss`` (a loss function's name, or None) is called without a target."""
-    if loss is not None and target is None:
-        raise TypeError(
-            f"target must be an integer array (one output per row of x), got None: {loss} is "
-            f"the loss of each row's target (h_softmax(x, ...) gives every probability)"
-        )
-
-
 def check_nll_target(arrays):
-    """:func:`check_loss_target` for ``h_softmax_nll`` and its gradient, given their array arguments."""
-    check_loss_target("h_softmax_nll", arrays["target"])
+    """TypeError when ``h_softmax_nll`` or its gradient gets no target (``arrays``: the call's array arguments).
+
+    Runs before any other check and before a Dask call is routed (``array_op``'s ``first``).
+    """
+    if arrays["target"] is None:
+        raise TypeError(
+            "target must be an integer array (one output per row of x), got None: h_softmax_nll is "
+            "the loss of each row's target (h_softmax(x, ...) gives every probability)"
+        )
 
 
 def check_hsoftmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target,

@@ -120,7 +120,6 @@ def softmax_grad(public, grad_output, y, axis=-1):
 def _h_softmax_forward(func, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                        W1, b1, W2, b2, target, loss=None):
     """``func`` (``h_softmax`` or ``h_softmax_nll``) on Dask arrays: chunk-wise over the rows of ``x``."""
-    _checks.check_loss_target(loss, target)
     arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "target": target}
     meta = check_kinds(optional=("target",), **arrays)
     dtype, n_outputs, n_classes, K = _checks.check_hsoftmax(
@@ -136,7 +135,6 @@ def _h_softmax_backward(func, grad_output, x, batch_size, n_outputs, n_classes, 
 
     ``x`` chunk-wise; ``W1``, ``b1``, ``W2``, ``b2`` summed over the chunks in a tree.
     """
-    _checks.check_loss_target(loss, target)
     arrays = {"grad_output": grad_output, "x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2,
               "target": target}
     meta = check_kinds(optional=("target",), **arrays)
