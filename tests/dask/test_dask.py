@@ -326,6 +326,8 @@ EAGER = [  # (case, argument, replacement, error): raised at the call, before an
     ("h_softmax_grad[target]", "grad_output", lambda a: a[:, None], ValueError),
     ("softmax", "axis", lambda axis: 2, ValueError),
     ("softmax_grad", "y", lambda a: a[:, :4], ValueError),
+    ("h_softmax_nll", "target", lambda a: None, TypeError),
+    ("h_softmax_nll_grad", "target", lambda a: None, TypeError),
 ]
 
 

@@ -198,10 +198,6 @@ def test_non_finite_weights_of_unselected_classes_reach_no_result(dtype, target_
     assert np.abs(grads.W2[[0, 2]]).max() > 0  # the selected classes do get a gradient
 
 
-# ---------------------------------------------------------------------------
-# Batch 0, dtypes
-
-
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_full_mode_probability_below_the_float_range_is_zero(dtype):
     """A slot activation far below the others has probability 0, as ``exp`` underflows in the reference."""
@@ -228,6 +224,10 @@ def test_full_mode_grad_infinite_weight_times_zero_probability_is_nan(dtype):
     assert np.isnan(expected.x).all()
     for name in expected._fields:
         np.testing.assert_array_equal(np.isnan(getattr(grads, name)), np.isnan(getattr(expected, name)), name)
+
+
+# ---------------------------------------------------------------------------
+# Batch 0, dtypes
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
