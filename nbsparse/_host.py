@@ -1,8 +1,11 @@
 """The host backend: NumPy arrays and the Numba CPU kernels of ``nbsparse._cpu``.
 
 Every CPU kernel launch of nbsparse is in this file, each through
-``_threads.launch`` (the serialisation that Numba's ``workqueue`` threading
-layer needs, see ``nbsparse._threads``). The kernel package is imported at the
+``_launch`` and ``_threads.launch`` (the serialisation that Numba's ``workqueue`` threading
+layer needs, see ``nbsparse._threads``). A parallel kernel's launch says how
+much work it holds (``items``, in the unit of the kernel's entry in
+``nbsparse._cpu.tuning.MIN_ITEMS_PER_THREAD``), so that ``nbsparse._team``
+gives it no more threads than that work pays for and the machine has free. The kernel package is imported at the
 first launch (:func:`_kernels`): importing it loads Numba, which
 ``import nbsparse`` and a call that fails validation never do.
 """
@@ -13,6 +16,12 @@ import numpy as np
 
 from . import _hugepages, _threads
 from . import _validate as v
+
+
+def _launch(kernel, *args, items=None):
+    """``_threads.launch``, with ``kernel``'s ``MIN_ITEMS_PER_THREAD`` entry when ``items`` is given."""
+    per_thread = None if items is None else _kernels().tuning.MIN_ITEMS_PER_THREAD[kernel.__name__]
+    _threads.launch(kernel, *args, items=items, min_items_per_thread=per_thread)
 
 
 @functools.cache
@@ -97,66 +106,73 @@ class HostBackend:
     # ------------------------------------------------------------------ block-sparse kernels
     @staticmethod
     def gemv(o, W, h, input_idx, output_idx):
-        _threads.launch(_kernels().products.gemv, o, W, h, input_idx, output_idx)
+        _launch(_kernels().products.gemv, o, W, h, input_idx, output_idx,
+                        items=_multiply_adds(h, o))
 
     @staticmethod
     def set_bias(o, bias, output_idx):
-        _threads.launch(_kernels().products.set_bias, o, bias, output_idx)
+        _launch(_kernels().products.set_bias, o, bias, output_idx, items=o.size)
 
     @staticmethod
     def outer(o, x, y, x_idx, y_idx, alpha, clear):
-        _threads.launch(_kernels().outer.outer, o, x, y, x_idx, y_idx, alpha, clear)
+        _launch(_kernels().outer.outer, o, x, y, x_idx, y_idx, alpha, clear,
+                        items=_multiply_adds(x, y) + (o.size if clear else 0))
 
     @staticmethod
     def weight_gradient(shape, x, y, x_idx, y_idx):
         """A new ``shape`` array (recycled huge pages when large) filled by ``_cpu.outer.weight_gradient``."""
         o = _hugepages.empty(shape, x.dtype)
-        _threads.launch(_kernels().outer.weight_gradient, o, x, y, x_idx, y_idx)
+        _launch(_kernels().outer.weight_gradient, o, x, y, x_idx, y_idx,
+                        items=_multiply_adds(x, y) + o.size)
         return o
 
     @staticmethod
     def grad_h(dh, W, g, input_idx, output_idx):
-        _threads.launch(_kernels().grads.grad_h, dh, W, g, input_idx, output_idx)
+        _launch(_kernels().grads.grad_h, dh, W, g, input_idx, output_idx, items=_multiply_adds(dh, g))
 
     @staticmethod
     def bias_grad(db, g, output_idx):
-        _threads.launch(_kernels().grads.bias_grad, db, g, output_idx)
+        _launch(_kernels().grads.bias_grad, db, g, output_idx, items=g.size + db.size)
 
     # ------------------------------------------------------------------ softmax kernels
     @staticmethod
     def softmax_rows(x, out):
-        _threads.launch(_kernels().softmax.softmax_rows, x, out)
+        _launch(_kernels().softmax.softmax_rows, x, out, items=x.size)
 
     @staticmethod
     def softmax_grad_rows(g, y, out):
-        _threads.launch(_kernels().softmax.softmax_grad_rows, g, y, out)
+        _launch(_kernels().softmax.softmax_grad_rows, g, y, out, items=g.size)
 
     # ------------------------------------------------------------------ hierarchical softmax kernels
     @staticmethod
     def split_target(target, K, classes, slots):
-        _threads.launch(_kernels().hsoftmax.split_target, target, K, classes, slots)
+        _launch(_kernels().hsoftmax.split_target, target, K, classes, slots)
 
     @staticmethod
     def target_forward(p_class, p_slot, classes, slots, out):
-        _threads.launch(_kernels().hsoftmax.target_forward, p_class, p_slot, classes, slots, out)
+        _launch(_kernels().hsoftmax.target_forward, p_class, p_slot, classes, slots, out,
+                        items=out.size)
 
     @staticmethod
     def target_backward(g, p_class, p_slot, classes, slots, d_class, d_slot):
-        _threads.launch(_kernels().hsoftmax.target_backward, g, p_class, p_slot, classes, slots, d_class, d_slot)
+        _launch(_kernels().hsoftmax.target_backward, g, p_class, p_slot, classes, slots, d_class, d_slot,
+                        items=d_class.size + d_slot.size)
 
     @staticmethod
     def nll_forward(a_class, a_slot, classes, slots, out):
-        _threads.launch(_kernels().hsoftmax.nll_forward, a_class, a_slot, classes, slots, out)
+        _launch(_kernels().hsoftmax.nll_forward, a_class, a_slot, classes, slots, out,
+                        items=a_class.size + a_slot.size)
 
     @staticmethod
     def nll_backward(g, a_class, a_slot, classes, slots, d_class, d_slot):
-        _threads.launch(_kernels().hsoftmax.nll_backward, g, a_class, a_slot, classes, slots, d_class, d_slot)
+        _launch(_kernels().hsoftmax.nll_backward, g, a_class, a_slot, classes, slots, d_class, d_slot,
+                        items=d_class.size + d_slot.size)
 
     def h_softmax_full(self, p):
         """Full-mode ``h_softmax``: BLAS products around one fused kernel (``full_dense``)."""
         out = self.empty((p.batch, p.n_outputs), p.dtype)
         a_class, a_slot = _dense_products(p)
-        _threads.launch(_kernels().hsoftmax.full_dense, a_class, p.b1.reshape(-1), a_slot, p.b2, out)
+        _launch(_kernels().hsoftmax.full_dense, a_class, p.b1.reshape(-1), a_slot, p.b2, out)
         return out
 
     @staticmethod
@@ -165,7 +181,7 @@ class HostBackend:
         a_class, a_slot = _dense_products(p)
         d_class = np.empty(a_class.shape, p.dtype)
         d_slot = _hugepages.empty(a_slot.shape, p.dtype)  # (C, batch, K)
-        _threads.launch(_kernels().hsoftmax.full_dense_backward, g, a_class, p.b1.reshape(-1), a_slot, p.b2,
+        _launch(_kernels().hsoftmax.full_dense_backward, g, a_class, p.b1.reshape(-1), a_slot, p.b2,
                         d_class, d_slot)
         xs = p.h.reshape(p.batch, p.n_in)
         W1s = p.W1.reshape(p.n_in, p.n_classes)
@@ -177,6 +193,13 @@ class HostBackend:
             return (dx, xs.T @ d_class, d_class.sum(axis=0),
                     np.matmul(xs.T, d_slot, out=_hugepages.empty(W2s.shape, p.dtype)),
                     d_slot.sum(axis=1))
+
+
+def _multiply_adds(a, b):
+    """Multiply-adds of a block-sparse product between ``a`` ``(batch, a_win, a_size)`` and
+    ``b`` ``(batch, b_win, b_size)``: a block of ``a_size x b_size`` per window pair of a row."""
+    batch, a_win, a_size = a.shape
+    return batch * a_win * a_size * b.shape[1] * b.shape[2]
 
 
 def _dense_products(p):

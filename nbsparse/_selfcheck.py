@@ -4,11 +4,21 @@ import time
 
 import numpy as np
 
+from . import _load
 from ._optable import OPS, Sizes, problem, tolerance
 
 SIZES = Sizes(batch=32, i_win=3, o_win=2, i_blocks=8, o_blocks=16, i_size=24, o_size=40, n_in=48,
               n_classes=12, n_outputs_per_class=16, n_outputs=180, softmax_width=1000)
 """A small problem of every op (one softmax row of 1000)."""
+
+
+def other_runnable_tasks(samples=9, pause_s=0.005):
+    """The median, over ``samples`` readings ``pause_s`` apart, of the runnable tasks other than this thread."""
+    counts = []
+    for _ in range(samples):
+        time.sleep(pause_s)  # longer than _load.SAMPLE_S: each reading is fresh
+        counts.append(max(0, _load.runnable_tasks() - 1))
+    return sorted(counts)[len(counts) // 2]
 
 
 def _time(func, args, repeat=20):
@@ -28,6 +38,11 @@ def run(print=print):
 
     print(f"nbsparse self-check: numba {numba.__version__}, numpy {np.__version__}, "
           f"{numba.get_num_threads()} threads")
+    others = other_runnable_tasks()
+    if others:
+        print(f"warning: the machine is busy ({others} other runnable task{'s' if others > 1 else ''} on "
+              f"{_load.available_cores()} cores): the times below are not an idle machine's; "
+              "nbsparse runs its kernels on fewer threads while it lasts")
     print(f"{'op':26s} {'dtype':8s} {'first call':>11s} {'warm call':>10s} "
           f"{'reference':>10s} {'max err':>10s}")
     ok = True

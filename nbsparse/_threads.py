@@ -17,6 +17,8 @@ abort. Nothing here imports Numba before the first kernel call.
 
 import threading
 
+from . import _team
+
 _LOCK = threading.Lock()
 _THREADSAFE_LAYERS = frozenset({"tbb", "omp"})
 
@@ -36,8 +38,13 @@ def _layer_verdict():
     return layer in _THREADSAFE_LAYERS
 
 
-def launch(kernel, *args):
+def launch(kernel, *args, items=None, min_items_per_thread=None):
     """Run the CPU kernel ``kernel(*args)``; every CPU kernel launch of nbsparse goes through here.
+
+    ``items``, for a parallel kernel, is its work, and ``min_items_per_thread``
+    its entry in ``nbsparse._cpu.tuning.MIN_ITEMS_PER_THREAD``: the launch then
+    runs on a team sized by ``nbsparse._team``. Without them the kernel runs on
+    the caller's thread count.
 
     While the threading layer is ``workqueue`` or not yet known, the launch holds
     the process-wide lock, and after a launch that succeeded the layer Numba
@@ -46,12 +53,18 @@ def launch(kernel, *args):
     """
     global _concurrent_ok
     if _concurrent_ok:
-        return kernel(*args)
+        return _run(kernel, args, items, min_items_per_thread)
     with _LOCK:
-        result = kernel(*args)
+        result = _run(kernel, args, items, min_items_per_thread)
         if _concurrent_ok is None:
             _concurrent_ok = _layer_verdict()
     return result
+
+
+def _run(kernel, args, items, min_items_per_thread):
+    if items is None:
+        return kernel(*args)
+    return _team.run(kernel, args, items, min_items_per_thread)
 
 
 def launches_serialised():

@@ -12,6 +12,6 @@ constants (``tuning``) and the cached compilation (``jit``). Importing them
 compiles nothing and starts no thread.
 """
 
-from . import grads, hsoftmax, outer, products, softmax
+from . import grads, hsoftmax, outer, products, softmax, tuning
 
-__all__ = ["grads", "hsoftmax", "outer", "products", "softmax"]
+__all__ = ["grads", "hsoftmax", "outer", "products", "softmax", "tuning"]

@@ -81,3 +81,31 @@ OUTER_MIN_SLICE_ROWS = 128
 # outer_scattered_new builds a whole x block row ``o[p]`` of a new weight gradient
 # in a scratch buffer: up to this size it stays in the (512 KiB) L2 cache.
 SCRATCH_BYTES = 512 << 10
+
+# --------------------------------------------------------------------------- team size
+
+# A launch runs on one more thread for each of these items of work it holds
+# (``nbsparse._team``), so a second thread joins at twice the entry. The unit is
+# the launch's ``items`` in ``nbsparse._host``: multiply-adds for the products
+# (``weight_gradient`` adds the elements of the new gradient), elements of the
+# arrays read or written for the others, rows for ``target_forward``.
+# ``tools/team_thresholds.py`` chose each entry: half the smallest launch at which
+# one thread took at least 20 µs and two threads at most 0.8 of that, as they did
+# at most larger launches; the smaller over float32/float64 and over 24 x 40 and
+# 8 x 8 blocks. Below 20 µs a second thread would save a few microseconds while a
+# sleeping worker takes 50-150 µs to wake and a team of two keeps the second core
+# spinning for 5 ms after each launch.
+MIN_ITEMS_PER_THREAD = {
+    "gemv": 32768,
+    "grad_h": 16384,
+    "outer": 16384,
+    "weight_gradient": 84480,
+    "set_bias": 12288,
+    "bias_grad": 8288,
+    "softmax_rows": 1536,
+    "softmax_grad_rows": 32000,
+    "target_forward": 4096,  # never 20 µs in the sweep (2048 rows: 9 µs): extrapolated
+    "target_backward": 14336,
+    "nll_forward": 1792,
+    "nll_backward": 896,
+}

@@ -12,7 +12,7 @@ import gc
 import json
 import time
 
-from . import cases, machine, report, timing, workloads
+from . import cases, load, machine, report, timing, workloads
 
 DTYPES = ("float32", "float64")
 
@@ -96,14 +96,27 @@ def main(argv=None):
                         help="workload to run (repeatable; default: all that fit the ops)")
     parser.add_argument("--dtype", action="append", choices=DTYPES, help="float dtype (repeatable; default: both)")
     parser.add_argument("--quick", action="store_true", help="reduced sizes: a smoke run of a few seconds")
-    parser.add_argument("--repeat", type=int, default=5, help="timed calls per implementation (default 5)")
+    parser.add_argument("--repeat", type=int, help="timed calls per implementation (default 5)")
     parser.add_argument("--json", metavar="PATH", help="also write every sample and ratio to PATH")
+    parser.add_argument("--load", type=int, metavar="N",
+                        help="start N busy processes beside the run and time each op (also at the "
+                             "self-check size) against itself on one thread, instead of the peers "
+                             f"(0 to {load.MAX_LOAD}; calls per median: --repeat, default 21)")
     args = parser.parse_args(argv)
-    if args.repeat < 1:
+    if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.load is not None:
+        if not 0 <= args.load <= load.MAX_LOAD:
+            parser.error(f"--load must be between 0 and {load.MAX_LOAD}")
+        out = load.run(args.load, ops=tuple(args.op or cases.OPS), names=tuple(args.workload or workloads.WORKLOADS),
+                       dtypes=tuple(args.dtype or DTYPES), quick=args.quick, repeat=args.repeat or 21)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(out, f, indent=1)
+        return 0
     try:
         out = run(ops=tuple(args.op or cases.OPS), names=tuple(args.workload or workloads.WORKLOADS),
-                  dtypes=tuple(args.dtype or DTYPES), quick=args.quick, repeat=args.repeat,
+                  dtypes=tuple(args.dtype or DTYPES), quick=args.quick, repeat=args.repeat or 5,
                   pause=0.05 if args.quick else timing.PAUSE_S)
     except cases.CheckError as err:
         print(f"CHECK FAILED: {err}")

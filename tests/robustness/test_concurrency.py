@@ -45,7 +45,9 @@ def test_concurrent_calls_in_this_process_match_the_serial_results():
 
 
 def run_child(layer):
-    env = {**os.environ, "NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "8",
+    # NBSPARSE_ADAPT_THREADS=0: every launch on the thread's own count (up to 8), not sized
+    # down to the work and the 2 cores; this process's test keeps the sizing on.
+    env = {**os.environ, "NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "8", "NBSPARSE_ADAPT_THREADS": "0",
            "LD_LIBRARY_PATH": os.pathsep.join(
                p for p in (str(Path(sys.prefix) / "lib"), os.environ.get("LD_LIBRARY_PATH")) if p)}
     proc = subprocess.run([sys.executable, "-W", "error", "-m", "tests.support.concurrency_workload",
@@ -165,6 +167,7 @@ def test_every_host_kernel_launch_goes_through_the_serialisation(verdict, monkey
                 def recording(*args, _kernel=value, _name=f"{module}.{name}"):
                     held.setdefault(_name, set()).add(_threads._LOCK.locked())
                     return _kernel(*args)
+                recording.__name__ = name  # the team size is looked up by the kernel's name
                 monkeypatch.setattr(getattr(_cpu, module), name, recording)
     rng = np.random.default_rng(0)
     W, h = rng.standard_normal((3, 2, 2, 2)), rng.standard_normal((4, 2, 2))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from nbsparse import bench
-from nbsparse.bench import cases, summary, workloads
+from nbsparse._optable import OPS
+from nbsparse.bench import cases, load, summary, workloads
 
 
 def test_quick_run_checks_every_op_and_peer_and_reports_each_case():
@@ -64,3 +65,57 @@ def test_check_refuses_nan_and_wrong_shapes():
     with pytest.raises(cases.CheckError, match="shape"):
         cases.check("x", np.ones((3, 2)), want, "float64")
     cases.check("x", want + 1e-12, want, "float64")
+
+
+# --------------------------------------------------------------------------- --load
+
+
+def test_busy_processes_run_while_the_block_runs_and_are_gone_after():
+    with load.busy_processes(2) as procs:
+        assert len(procs) == 2
+        assert all(p.poll() is None for p in procs)  # still running
+    assert all(p.poll() is not None for p in procs)
+
+
+@pytest.mark.parametrize("n", [-1, load.MAX_LOAD + 1])
+def test_the_load_is_bounded(n):
+    with pytest.raises(ValueError, match="--load must be between 0 and"):
+        with load.busy_processes(n):
+            pass
+
+
+def test_a_busy_process_stops_by_itself_at_its_limit():
+    with load.busy_processes(1, limit_s=0.2) as procs:
+        assert procs[0].wait(timeout=30) == 0
+
+
+def test_time_pair_times_both_team_sizes_and_restores_the_thread_count():
+    import numba
+
+    before = numba.get_num_threads()
+    seen = []
+    ours, single = load.time_pair(lambda: seen.append(numba.get_num_threads()), repeat=3)
+    assert ours > 0 and single > 0
+    assert seen == [before, 1] + [before, 1] * 3  # the warm-up pair, then alternating
+    assert numba.get_num_threads() == before
+
+
+def test_load_cli_times_the_selfcheck_ops_and_the_cases_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "load.json"
+    assert bench.main(["--load", "1", "--quick", "--op", "dot", "--workload", "layer", "--dtype", "float32",
+                       "--repeat", "2", "--json", str(path)]) == 0
+    out = json.loads(path.read_text())
+    assert out["load"] == 1 and out["repeat"] == 2
+    rows = out["rows"]
+    assert [r["workload"] for r in rows].count("self-check") == len(OPS)
+    assert [(r["op"], r["workload"]) for r in rows if r["workload"] != "self-check"] == [("dot", "layer")]
+    for r in rows:
+        assert r["threads_s"] > 0 and r["one_thread_s"] > 0
+        assert r["ratio"] == pytest.approx(r["threads_s"] / r["one_thread_s"])
+    assert "worst ratio" in capsys.readouterr().out
+
+
+def test_load_cli_refuses_a_load_out_of_bounds(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--load", str(load.MAX_LOAD + 1)])
+    assert "--load must be between 0 and" in capsys.readouterr().err
