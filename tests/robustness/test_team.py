@@ -224,9 +224,13 @@ def loadavg(monkeypatch, tmp_path):
     monkeypatch.setattr(_load, "_fd", None)
     monkeypatch.setattr(_load, "_sample_at", float("-inf"))
 
-    def write(text):
+    monkeypatch.setattr(_load, "_last", 1 << 30)
+
+    def write(text, forget=True):
         path.write_text(text)
         monkeypatch.setattr(_load, "_sample_at", float("-inf"))
+        if forget:  # no earlier reading to take the lower of
+            monkeypatch.setattr(_load, "_last", 1 << 30)
 
     yield write
     if _load._fd:
@@ -238,6 +242,21 @@ def test_the_runnable_count_is_the_fourth_field(loadavg):
     assert _load.runnable_tasks() == 5
     loadavg("1.00 1.00 1.00 12/300 77\n")  # the same descriptor, read again from the start
     assert _load.runnable_tasks() == 12
+
+
+def test_a_task_counts_once_two_readings_have_seen_it(loadavg):
+    loadavg("0 0 0 1/9 1")
+    assert _load.runnable_tasks() == 1
+    loadavg("0 0 0 2/9 1", forget=False)  # one reading sees a second task: not yet
+    assert _load.runnable_tasks() == 1
+    loadavg("0 0 0 1/9 1", forget=False)  # gone: it was a spike
+    assert _load.runnable_tasks() == 1
+    loadavg("0 0 0 3/9 1", forget=False)
+    assert _load.runnable_tasks() == 1
+    loadavg("0 0 0 3/9 1", forget=False)  # seen twice: counted
+    assert _load.runnable_tasks() == 3
+    loadavg("0 0 0 1/9 1", forget=False)  # fewer tasks count at once
+    assert _load.runnable_tasks() == 1
 
 
 @pytest.mark.parametrize("text", ["", "garbage", "0.1 0.2 0.3 x/4 5", "0.1 0.2"])
@@ -262,7 +281,8 @@ def test_a_reading_is_reused_for_sample_s(loadavg, monkeypatch):
         f.write("0 0 0 7/9 1")
     assert _load.runnable_tasks() == 3  # within SAMPLE_S: the last reading
     monkeypatch.setattr(_load, "SAMPLE_S", 0.0)
-    assert _load.runnable_tasks() == 7
+    _load.runnable_tasks()
+    assert _load.runnable_tasks() == 7  # seen by two readings
 
 
 def test_available_cores_is_the_affinity():
