@@ -44,10 +44,10 @@ def test_concurrent_calls_in_this_process_match_the_serial_results():
     assert report["calls"] == threads * repeats * 22
 
 
-def run_child(layer):
-    # NBSPARSE_ADAPT_THREADS=0: every launch on the thread's own count (up to 8), not sized
-    # down to the work and the 2 cores; this process's test keeps the sizing on.
-    env = {**os.environ, "NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "8", "NBSPARSE_ADAPT_THREADS": "0",
+def run_child(layer, adapt):
+    # adapt "0" (NBSPARSE_ADAPT_THREADS=0): every launch on the thread's own count (up to 8);
+    # "1": teams sized down to the work and the 2 cores, each thread's count restored after.
+    env = {**os.environ, "NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "8", "NBSPARSE_ADAPT_THREADS": adapt,
            "LD_LIBRARY_PATH": os.pathsep.join(
                p for p in (str(Path(sys.prefix) / "lib"), os.environ.get("LD_LIBRARY_PATH")) if p)}
     proc = subprocess.run([sys.executable, "-W", "error", "-m", "tests.support.concurrency_workload",
@@ -60,9 +60,10 @@ def layer_unavailable(proc):
     return proc.returncode != 0 and "No threading layer could be loaded" in proc.stderr
 
 
+@pytest.mark.parametrize("adapt", ["0", "1"])
 @pytest.mark.parametrize("layer", ["omp", "tbb", "workqueue"])
-def test_concurrent_calls_under_each_threading_layer(layer):
-    proc = run_child(layer)
+def test_concurrent_calls_under_each_threading_layer(layer, adapt):
+    proc = run_child(layer, adapt)
     if layer == "tbb" and layer_unavailable(proc):
         pytest.skip("the tbb threading layer is not installed (pip install tbb)")
     # A crash (workqueue's abort is SIGABRT, -6) fails here, with Numba's message.
