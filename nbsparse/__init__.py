@@ -7,7 +7,7 @@ chunk by chunk. Importing nbsparse compiles nothing and imports neither Numba
 nor Dask; kernels are compiled (and cached on disk) at first use.
 """
 
-from ._results import HSoftmaxGrad, SparseBlockDotGrad
+from ._results import BlockGrad, HSoftmaxGrad, SparseBlockDotGrad
 from ._version import __version__
 from .blocksparse import (
     sparse_block_dot,
@@ -19,6 +19,7 @@ from .hsoftmax import h_softmax, h_softmax_grad, h_softmax_nll, h_softmax_nll_gr
 from .softmax import softmax, softmax_grad
 
 __all__ = [
+    "BlockGrad",
     "HSoftmaxGrad",
     "SparseBlockDotGrad",
     "__version__",

@@ -59,6 +59,12 @@ class Backend(Protocol):
     def wrap(self, result):
         """``result`` in the kind of the caller's arrays (e.g. a CuPy array when CuPy came in)."""
 
+    def all_in_grid(self, index, grid):
+        """True when every row of the ``(n, d)`` ``index`` lies in ``[0, grid[k])`` on each axis ``k``."""
+
+    def scatter_blocks(self, out, index, values):
+        """``out[tuple(index[k])] = values[k]`` for every row ``k`` of ``index`` (rows distinct)."""
+
     # -------------------------------------------------------------- block-sparse products
     def gemv(self, o, W, h, input_idx, output_idx):
         """``o[b, j] += sum_i h[b, i] @ W[input_idx[b, i], output_idx[b, j]]``."""

@@ -205,6 +205,14 @@ class DeviceBackend:
             return _cupy().asarray(result)
         return result
 
+    @staticmethod
+    def all_in_grid(index, grid):
+        raise NotImplementedError("BlockGrad.to_dense is not implemented for GPU arrays yet")
+
+    @staticmethod
+    def scatter_blocks(out, index, values):
+        raise NotImplementedError("BlockGrad.to_dense is not implemented for GPU arrays yet")
+
     # ------------------------------------------------------------------ kernels, on the call's stream
     def gemv(self, o, W, h, input_idx, output_idx):
         cuda_blocksparse.gemv(o, W, h, input_idx, output_idx, stream=self.stream)

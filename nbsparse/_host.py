@@ -99,6 +99,16 @@ class HostBackend:
             target[...] = result
 
     @staticmethod
+    def all_in_grid(index, grid):
+        """True when every row of the ``(n, d)`` ``index`` lies in ``[0, grid[k])`` on each axis ``k``."""
+        return bool(((index >= 0) & (index < np.asarray(grid, dtype=np.intp))).all())
+
+    @staticmethod
+    def scatter_blocks(out, index, values):
+        """``out[tuple(index[k])] = values[k]`` for every listed block (rows of ``index`` are distinct)."""
+        out[tuple(np.asarray(index, dtype=np.intp).T)] = values
+
+    @staticmethod
     def wrap(result):
         """The result in the caller's array kind (NumPy in, NumPy out)."""
         return result
