@@ -78,6 +78,19 @@ class Backend(Protocol):
     def weight_gradient(self, shape, x, y, x_idx, y_idx):
         """A new ``shape`` array: ``outer`` with ``alpha = 1`` into zeros, by the backend's fastest way."""
 
+    def weight_gradient_blocks(self, grid, x, y, x_idx, y_idx):
+        """The gradient of :meth:`weight_gradient` on a ``grid`` of blocks as ``(index, values)``:
+        the touched block pairs ``(n, 2)`` in C order and their ``(n, x_size, y_size)`` blocks."""
+
+    def bias_grad_blocks(self, g, output_idx):
+        """The bias gradient as ``(index, values)``: the touched blocks ``(n, 1)``, increasing, and their rows."""
+
+    def check_block_lists(self):
+        """Raise when this backend cannot return block-list gradients (``sparse=True``)."""
+
+    def from_host_index(self, index):
+        """A host ``intp`` index array in the backend's kind."""
+
     def grad_h(self, dh, W, g, input_idx, output_idx):
         """``dh[b, i] += sum_j W[input_idx[b, i], output_idx[b, j]] @ g[b, j]``."""
 

@@ -73,13 +73,19 @@ def sparse_block_outer(public, o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=Fals
     return call.field_sum(parts, None, "sum", o.shape, dtype, first="o")
 
 
+def _refuse_block_lists(sparse):
+    if sparse:
+        raise NotImplementedError("sparse=True (block-list gradients) is not implemented for Dask arrays yet")
+
+
 def sparse_block_dot_grad(public, grad_output, W, h, input_idx, b, output_idx, *,
-                          deterministic=False):
+                          deterministic=False, sparse=False):
     """:func:`nbsparse.sparse_block_dot_grad` on Dask arrays.
 
     ``h`` chunk-wise; ``W`` and ``b`` summed over the chunks in a tree. The three
     share one task per chunk: compute them together (``dask.compute(*grads)``).
     """
+    _refuse_block_lists(sparse)
     arrays = {"grad_output": grad_output, "W": W, "h": h, "input_idx": input_idx, "b": b,
               "output_idx": output_idx}
     meta = check_kinds(**arrays)
@@ -159,8 +165,9 @@ def h_softmax(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, 
 
 
 def h_softmax_grad(public, grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
-                   W1, b1, W2, b2, target=None, *, deterministic=False):
+                   W1, b1, W2, b2, target=None, *, deterministic=False, sparse=False):
     """:func:`nbsparse.h_softmax_grad` on Dask arrays (weight gradients tree-summed)."""
+    _refuse_block_lists(sparse)
     return _h_softmax_backward(public, grad_output, x, batch_size, n_outputs,
                                n_classes, n_outputs_per_class, W1, b1, W2, b2, target, deterministic)
 
@@ -173,8 +180,9 @@ def h_softmax_nll(public, x, batch_size, n_outputs, n_classes, n_outputs_per_cla
 
 
 def h_softmax_nll_grad(public, grad_output, x, batch_size, n_outputs, n_classes,
-                       n_outputs_per_class, W1, b1, W2, b2, target, *, deterministic=False):
+                       n_outputs_per_class, W1, b1, W2, b2, target, *, deterministic=False, sparse=False):
     """:func:`nbsparse.h_softmax_nll_grad` on Dask arrays (weight gradients tree-summed)."""
+    _refuse_block_lists(sparse)
     return _h_softmax_backward(public, grad_output, x, batch_size, n_outputs,
                                n_classes, n_outputs_per_class, W1, b1, W2, b2, target, deterministic,
                                loss="h_softmax_nll")

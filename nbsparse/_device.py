@@ -206,6 +206,19 @@ class DeviceBackend:
         return result
 
     @staticmethod
+    def check_block_lists():
+        raise NotImplementedError("sparse=True (block-list gradients) is not implemented for GPU arrays yet")
+
+    def weight_gradient_blocks(self, grid, x, y, x_idx, y_idx):
+        self.check_block_lists()
+
+    def bias_grad_blocks(self, g, output_idx):
+        self.check_block_lists()
+
+    def from_host_index(self, index):
+        self.check_block_lists()
+
+    @staticmethod
     def all_in_grid(index, grid):
         raise NotImplementedError("BlockGrad.to_dense is not implemented for GPU arrays yet")
 

@@ -83,21 +83,27 @@ class Problem:
         self.backend.softmax_rows(rows, out)
         return out
 
-    def backward_through_products(self, d_class, d_slot):
+    def backward_through_products(self, d_class, d_slot, sparse=False):
         """The gradients ``(x, W1, b1, W2, b2)`` from the activation gradients of both levels.
 
         ``d_class`` is ``(batch, n_classes)``; ``d_slot`` is ``(batch, n_classes, K)``
         (full mode) or ``(batch, K)`` (the target's class only). The results are new
-        backend arrays shaped like the arguments.
+        backend arrays shaped like the arguments; with ``sparse``, ``W2`` and ``b2``
+        are ``(index, values)`` block lists of the touched classes instead.
         """
         backend, dtype = self.backend, self.dtype
         dx = backend.zeros(self.h.shape, dtype)
         db1 = backend.zeros(self.b1.shape, dtype)
-        db2 = backend.zeros(self.b2.shape, dtype)
         dW1 = _products.dot_grads(backend, dx, db1, d_class.reshape(self.batch, 1, self.n_classes),
                                   self.W1, self.h, self.first_block, self.first_block)
-        dW2 = _products.dot_grads(backend, dx, db2,
-                                  d_slot.reshape(self.batch, self.class_idx.shape[1], self.K),
-                                  self.W2, self.h, self.first_block, self.class_idx)
+        d_slot = d_slot.reshape(self.batch, self.class_idx.shape[1], self.K)
+        if sparse:
+            (w_index, w_values), b_blocks = _products.dot_grads_blocks(
+                backend, dx, d_slot, self.W2, self.h, self.first_block, self.class_idx)
+            # W2 is one row of class blocks: its pairs (0, c) list the classes c.
+            return (dx.reshape(self.batch, self.n_in), dW1.reshape(self.n_in, self.n_classes),
+                    db1.reshape(self.n_classes), (w_index[:, 1:].copy(), w_values), b_blocks)
+        db2 = backend.zeros(self.b2.shape, dtype)
+        dW2 = _products.dot_grads(backend, dx, db2, d_slot, self.W2, self.h, self.first_block, self.class_idx)
         return (dx.reshape(self.batch, self.n_in), dW1.reshape(self.n_in, self.n_classes),
                 db1.reshape(self.n_classes), dW2.reshape(self.n_classes, self.n_in, self.K), db2)

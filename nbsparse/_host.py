@@ -21,7 +21,7 @@ from . import _validate as v
 def _launch(kernel, *args, items=None):
     """``_threads.launch``, with ``kernel``'s ``MIN_ITEMS_PER_THREAD`` entry when ``items`` is given."""
     per_thread = None if items is None else _kernels().tuning.MIN_ITEMS_PER_THREAD[kernel.__name__]
-    _threads.launch(kernel, *args, items=items, min_items_per_thread=per_thread)
+    return _threads.launch(kernel, *args, items=items, min_items_per_thread=per_thread)
 
 
 @functools.cache
@@ -125,8 +125,8 @@ class HostBackend:
 
     @staticmethod
     def outer(o, x, y, x_idx, y_idx, alpha, clear):
-        _launch(_kernels().outer.outer, o, x, y, x_idx, y_idx, alpha, clear,
-                        items=_multiply_adds(x, y) + (o.size if clear else 0))
+        _launch(_kernels().outer.outer, o, x, y, x_idx, y_idx, alpha, clear, o.shape[0], o.shape[1],
+                items=_multiply_adds(x, y) + (o.size if clear else 0))
 
     @staticmethod
     def weight_gradient(shape, x, y, x_idx, y_idx):
@@ -135,6 +135,25 @@ class HostBackend:
         _launch(_kernels().outer.weight_gradient, o, x, y, x_idx, y_idx,
                         items=_multiply_adds(x, y) + o.size)
         return o
+
+    @staticmethod
+    def weight_gradient_blocks(grid, x, y, x_idx, y_idx):
+        """``(index, values)`` of ``_cpu.outer.weight_gradient_blocks`` on the ``grid`` of blocks."""
+        return _launch(_kernels().outer.weight_gradient_blocks, x, y, x_idx, y_idx, grid[0], grid[1],
+                       items=_multiply_adds(x, y))
+
+    @staticmethod
+    def bias_grad_blocks(g, output_idx):
+        """``(index, values)`` of ``_cpu.grads.bias_grad_blocks``."""
+        return _launch(_kernels().grads.bias_grad_blocks, g, output_idx, items=2 * g.size)
+
+    @staticmethod
+    def check_block_lists():
+        """Block-list gradients (``sparse=True``) run on the host: nothing to refuse."""
+
+    @staticmethod
+    def from_host_index(index):
+        return index
 
     @staticmethod
     def grad_h(dh, W, g, input_idx, output_idx):

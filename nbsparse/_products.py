@@ -30,3 +30,16 @@ def dot_grads(backend, dh, db, grad_output, W, h, input_idx, output_idx):
     backend.grad_h(dh, W, grad_output, input_idx, output_idx)
     backend.bias_grad(db, grad_output, output_idx)
     return dW
+
+
+def dot_grads_blocks(backend, dh, grad_output, W, h, input_idx, output_idx):
+    """The ``W`` and ``b`` gradients of ``sparse_block_dot`` as block lists; the ``h`` gradient is added into ``dh``.
+
+    Returns ``((W index, W values), (b index, b values))`` (see
+    ``Backend.weight_gradient_blocks`` and ``bias_grad_blocks``): each block the
+    same bits as in :func:`dot_grads`' dense results, and nothing of ``W``'s size
+    allocated.
+    """
+    dW = backend.weight_gradient_blocks(W.shape[:2], h, grad_output, input_idx, output_idx)
+    backend.grad_h(dh, W, grad_output, input_idx, output_idx)
+    return dW, backend.bias_grad_blocks(grad_output, output_idx)

@@ -8,8 +8,8 @@ the backend that the array kind selected (``nbsparse._dispatch``).
 
 from . import _checks
 from ._dispatch import array_op
-from ._products import dot, dot_grads
-from ._results import SparseBlockDotGrad
+from ._products import dot, dot_grads, dot_grads_blocks
+from ._results import BlockGrad, SparseBlockDotGrad
 
 
 def _writable_result(backend, dtype, o, inplace, others):
@@ -226,7 +226,7 @@ def sparse_block_outer(o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=False, deter
 
 @array_op("grad_output", "W", "h", "input_idx", "b", "output_idx")
 def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, deterministic=False,
-                          backend):
+                          sparse=False, backend):
     """Gradients of ``sum(grad_output * sparse_block_dot(W, h, input_idx, b, output_idx))``.
 
     Parameters
@@ -238,13 +238,19 @@ def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, determ
     deterministic : bool, optional
         Bit-identical ``W`` and ``b`` gradients run to run on the GPU, as for
         :func:`sparse_block_outer`; the CPU kernels always are.
+    sparse : bool, optional
+        Return the ``W`` and ``b`` gradients as :class:`BlockGrad` block lists:
+        the distinct ``(input_idx, output_idx)`` pairs (``W``) and ``output_idx``
+        values (``b``) and their blocks, each the same bits as in the dense
+        result; nothing of ``W``'s size is allocated. CPU only for now.
 
     Returns
     -------
     SparseBlockDotGrad
         Named tuple ``(W, h, b)`` of new arrays shaped like ``W``, ``h`` and ``b``, of
         dtype ``np.result_type(grad_output, W, h, b)``. Blocks of ``W`` and ``b`` that
-        no index selects get exactly zero.
+        no index selects get exactly zero. With ``sparse=True``, ``W`` and ``b`` are
+        :class:`BlockGrad` instead.
 
     Raises
     ------
@@ -275,6 +281,14 @@ def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, determ
     dtype = _checks.check_dot_grad(grad_output, W, h, input_idx, b, output_idx)
     _checks.check_product_ranges(backend, W, input_idx, output_idx)
 
+    if sparse:
+        backend.check_block_lists()
+        dh = backend.zeros(h.shape, dtype)
+        (w_index, w_values), (b_index, b_values) = dot_grads_blocks(
+            backend, dh, backend.floats(dtype, grad_output), backend.floats(dtype, W),
+            backend.floats(dtype, h), backend.indices(input_idx), backend.indices(output_idx))
+        return SparseBlockDotGrad(BlockGrad(backend.wrap(w_index), backend.wrap(w_values)), backend.wrap(dh),
+                                  BlockGrad(backend.wrap(b_index), backend.wrap(b_values)))
     dh, db = backend.zeros(h.shape, dtype), backend.zeros(b.shape, dtype)
     dW = dot_grads(backend, dh, db, backend.floats(dtype, grad_output),
                    backend.floats(dtype, W), backend.floats(dtype, h),

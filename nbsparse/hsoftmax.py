@@ -7,10 +7,12 @@ touches every class, and each backend runs it its own fastest way
 (``Backend.h_softmax_full`` and ``h_softmax_full_grad``).
 """
 
+import numpy as np
+
 from ._checks import check_hsoftmax, check_nll_target
 from ._dispatch import array_op
 from ._hierarchy import Problem
-from ._results import HSoftmaxGrad
+from ._results import BlockGrad, HSoftmaxGrad
 
 _FORWARD_ARRAYS = ("x", "W1", "b1", "W2", "b2", "target")
 _BACKWARD_ARRAYS = ("grad_output", *_FORWARD_ARRAYS)
@@ -30,7 +32,16 @@ def _prepare(backend, x, batch_size, n_outputs, n_classes, n_outputs_per_class, 
 
 
 def _wrap_grads(backend, grads):
-    return HSoftmaxGrad(*(backend.wrap(a) for a in grads))
+    """``HSoftmaxGrad`` in the caller's kind; ``(index, values)`` pairs (``sparse=True``) become ``BlockGrad``."""
+    return HSoftmaxGrad(*(BlockGrad(backend.wrap(a[0]), backend.wrap(a[1])) if isinstance(a, tuple)
+                          else backend.wrap(a) for a in grads))
+
+
+def _all_classes(backend, grads):
+    """Full-mode dense gradients with ``W2``/``b2`` as block lists of every class."""
+    dx, dW1, db1, dW2, db2 = grads
+    classes = backend.from_host_index(np.arange(dW2.shape[0], dtype=np.intp).reshape(-1, 1))
+    return dx, dW1, db1, (classes, dW2), (classes, db2)
 
 
 @array_op(*_FORWARD_ARRAYS, optional=("target",))
@@ -112,7 +123,7 @@ def h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, 
 
 @array_op(*_BACKWARD_ARRAYS, optional=("target",))
 def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
-                   W1, b1, W2, b2, target=None, *, deterministic=False, backend):
+                   W1, b1, W2, b2, target=None, *, deterministic=False, sparse=False, backend):
     """Gradients of ``sum(grad_output * h_softmax(x, ..., target))``.
 
     Parameters
@@ -125,6 +136,11 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
     deterministic : bool, optional
         Bit-identical weight and bias gradients run to run on the GPU (see
         :func:`sparse_block_outer`); the CPU kernels always are.
+    sparse : bool, optional
+        Return ``W2`` and ``b2`` as :class:`BlockGrad` block lists of the target
+        classes (every class in full mode), each block the same bits as in the
+        dense result; nothing of ``W2``'s size is allocated in target mode. CPU
+        only for now.
 
     Returns
     -------
@@ -162,14 +178,17 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
     """
     p = _prepare(backend, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                  W1, b1, W2, b2, target, grad_output, backward=True)
+    if sparse:
+        backend.check_block_lists()
     g = backend.floats(p.dtype, grad_output)
     if target is None:
-        return _wrap_grads(backend, backend.h_softmax_full_grad(p, g))
+        grads = backend.h_softmax_full_grad(p, g)
+        return _wrap_grads(backend, _all_classes(backend, grads) if sparse else grads)
     p_class, p_slot = p.class_probs(), p.slot_probs()
     d_class = backend.empty(p_class.shape, p.dtype)
     d_slot = backend.empty(p_slot.shape, p.dtype)
     backend.target_backward(g, p_class, p_slot, p.classes, p.slots, d_class, d_slot)
-    return _wrap_grads(backend, p.backward_through_products(d_class, d_slot))
+    return _wrap_grads(backend, p.backward_through_products(d_class, d_slot, sparse))
 
 
 @array_op(*_FORWARD_ARRAYS, optional=("target",), first=check_nll_target)
@@ -241,7 +260,7 @@ def h_softmax_nll(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, 
 
 @array_op(*_BACKWARD_ARRAYS, optional=("target",), first=check_nll_target)
 def h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
-                       W1, b1, W2, b2, target, *, deterministic=False, backend):
+                       W1, b1, W2, b2, target, *, deterministic=False, sparse=False, backend):
     """Gradients of ``sum(grad_output * h_softmax_nll(x, ..., target))``.
 
     Parameters
@@ -254,6 +273,10 @@ def h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outpu
     deterministic : bool, optional
         Bit-identical weight and bias gradients run to run on the GPU (see
         :func:`sparse_block_outer`); the CPU kernels always are.
+    sparse : bool, optional
+        Return ``W2`` and ``b2`` as :class:`BlockGrad` block lists of the target
+        classes, each block the same bits as in the dense result; nothing of
+        ``W2``'s size is allocated. CPU only for now.
 
     Returns
     -------
@@ -296,9 +319,11 @@ def h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outpu
     """
     p = _prepare(backend, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                  W1, b1, W2, b2, target, grad_output, backward=True, loss="h_softmax_nll")
+    if sparse:
+        backend.check_block_lists()
     g = backend.floats(p.dtype, grad_output)
     a_class, a_slot = p.class_activations(), p.slot_activations()
     d_class = backend.empty(a_class.shape, p.dtype)
     d_slot = backend.empty(a_slot.shape, p.dtype)
     backend.nll_backward(g, a_class, a_slot, p.classes, p.slots, d_class, d_slot)
-    return _wrap_grads(backend, p.backward_through_products(d_class, d_slot))
+    return _wrap_grads(backend, p.backward_through_products(d_class, d_slot, sparse))

@@ -130,3 +130,18 @@ def bias_grad(db, g, output_idx):
             for k in range(k0, k1):
                 row[k] += src[k]
     set_chunksize(caller_chunksize)
+
+
+def bias_grad_blocks(g, output_idx):
+    """:func:`bias_grad` of a new zero gradient as the list of its touched blocks.
+
+    Returns ``(index, values)``: the distinct ``output_idx`` values as an
+    ``(n, 1)`` ``intp`` array, increasing, and their gradients ``(n, oSize)``,
+    the same bits as the dense gradient's rows: :func:`bias_grad` runs on the
+    touched rows only, renumbered in the same order, so each row's terms keep
+    their order.
+    """
+    blocks, rank = np.unique(output_idx, return_inverse=True)
+    values = np.zeros((blocks.size, g.shape[2]), g.dtype)
+    bias_grad(values, g, np.ascontiguousarray(rank.reshape(output_idx.shape), dtype=np.intp))
+    return blocks.astype(np.intp).reshape(-1, 1), values

@@ -43,12 +43,94 @@ def weight_gradient(o, x, y, x_idx, y_idx):
     x_blocks, y_blocks, x_size, y_size = o.shape
     one = x.dtype.type(1.0)
     if x_idx.size * y_idx.shape[1] >= MIN_TERMS_PER_BLOCK * x_blocks * y_blocks:
-        outer(o, x, y, x_idx, y_idx, one, True)
+        outer(o, x, y, x_idx, y_idx, one, True, x_blocks, y_blocks)
     elif y_blocks * x_size * y_size * o.itemsize <= SCRATCH_BYTES:  # one block row o[p]
         outer_scattered_new(o, x, y, x_idx, y_idx, one)
     else:
         o[...] = 0
-        outer(o, x, y, x_idx, y_idx, one, False)
+        outer(o, x, y, x_idx, y_idx, one, False, x_blocks, y_blocks)
+
+
+def weight_gradient_blocks(x, y, x_idx, y_idx, x_blocks, y_blocks):
+    """The weight gradient of :func:`weight_gradient` as the list of its touched blocks.
+
+    Returns ``(index, values)``: the distinct block pairs ``(x_idx[b, i],
+    y_idx[b, j])`` as an ``(n, 2)`` ``intp`` array in increasing (C) order, and
+    ``values`` ``(n, x_size, y_size)``, ``values[k]`` the gradient of block
+    ``index[k]``, the same bits as that block of :func:`weight_gradient`'s
+    result for a ``(x_blocks, y_blocks)`` grid. Nothing of the grid's size is
+    allocated, only arrays of the batch's terms and of the touched blocks:
+
+    - With at least ``MIN_TERMS_PER_BLOCK`` terms per block of the grid,
+      :func:`weight_gradient` runs :func:`outer` on the whole grid. Here
+      :func:`outer` runs on the touched rows and columns of blocks only (the
+      indices renumbered in the same order, so every block's terms keep their
+      order) with the grid's counts for its choices; the touched pairs are then
+      that array itself when every row meets every column (one x block: the
+      hierarchical softmax), else gathered from it.
+    - With fewer, it sums each block's terms in the order of
+      :func:`_outer_few_terms` (and :func:`outer_scattered_new`), straight into
+      the list (:func:`_pairs_few_terms`).
+    """
+    batch, x_win, x_size = x.shape
+    y_win, y_size = y.shape[1], y.shape[2]
+    pair_of_term = (x_idx.reshape(batch, x_win, 1) * y_blocks + y_idx.reshape(batch, 1, y_win)).ravel()
+    pairs = np.unique(pair_of_term)
+    index = np.empty((pairs.size, 2), np.intp)
+    index[:, 0], index[:, 1] = np.divmod(pairs, y_blocks)
+    one = x.dtype.type(1.0)
+    if pair_of_term.size >= MIN_TERMS_PER_BLOCK * x_blocks * y_blocks:
+        x_rows, x_rank = np.unique(x_idx, return_inverse=True)
+        y_cols, y_rank = np.unique(y_idx, return_inverse=True)
+        compact = np.empty((x_rows.size, y_cols.size, x_size, y_size), x.dtype)
+        outer(compact, x, y, np.ascontiguousarray(x_rank.reshape(x_idx.shape), dtype=np.intp),
+              np.ascontiguousarray(y_rank.reshape(y_idx.shape), dtype=np.intp), one, True, x_blocks, y_blocks)
+        flat = compact.reshape(x_rows.size * y_cols.size, x_size, y_size)
+        if flat.shape[0] == pairs.size:  # every touched row meets every touched column
+            return index, flat
+        at = np.searchsorted(x_rows, index[:, 0]) * y_cols.size + np.searchsorted(y_cols, index[:, 1])
+        return index, flat[at]
+    values = np.empty((pairs.size, x_size, y_size), x.dtype)
+    first_pair = np.searchsorted(index[:, 0], np.arange(x_blocks + 1))
+    _pairs_few_terms(values, first_pair, index[:, 1].copy(), x, y, x_idx, y_idx, y_blocks)
+    return index, values
+
+
+@cached_jit(parallel=True, fastmath=FASTMATH)
+def _pairs_few_terms(values, first_pair, pair_y, x, y, x_idx, y_idx, y_blocks):
+    """``values[k] = sum outer(x[b, i], y[b, j])`` over the terms of block pair ``k``, few terms per block.
+
+    The pairs are sorted: x block ``p``'s are ``first_pair[p]`` to
+    ``first_pair[p + 1]``, with y blocks ``pair_y``. Each pair's terms are
+    summed in :func:`_outer_few_terms`'s order (terms bucketed by x block, rows
+    ``(b, i)`` in order, ``j`` inner). A unit is a run of x blocks and owns
+    their pairs: units never race.
+    """
+    x_win, x_size = x.shape[1], x.shape[2]
+    y_win, y_size = y.shape[1], y.shape[2]
+    x_blocks = first_pair.size - 1
+    x_order, x_starts = buckets(x_idx, x_blocks)
+    n_units, per_unit = block_units(x_blocks)
+    zero = values.dtype.type(0)
+    caller_chunksize = set_chunksize(1)
+    for u in prange(n_units):
+        pair_at = np.empty(y_blocks, np.intp)  # y block -> its pair of the current x block
+        for p in range(u * per_unit, min((u + 1) * per_unit, x_blocks)):
+            for n in range(first_pair[p], first_pair[p + 1]):
+                pair_at[pair_y[n]] = n
+                for r in range(x_size):
+                    for k in range(y_size):
+                        values[n, r, k] = zero
+            for n in range(x_starts[p], x_starts[p + 1]):
+                t = x_order[n]
+                b, i = t // x_win, t % x_win
+                for j in range(y_win):
+                    s = pair_at[y_idx[b, j]]
+                    for r in range(x_size):
+                        a = x[b, i, r]
+                        for k in range(y_size):
+                            values[s, r, k] += a * y[b, j, k]
+    set_chunksize(caller_chunksize)
 
 
 @cached_jit()
@@ -61,8 +143,14 @@ def _clear_rows(o, p, q, r0, r1):
 
 
 @cached_jit(parallel=True, fastmath=FASTMATH)
-def outer(o, x, y, x_idx, y_idx, alpha, clear):
+def outer(o, x, y, x_idx, y_idx, alpha, clear, grid_x_blocks, grid_y_blocks):
     """In place: ``o[x_idx[b, i], y_idx[b, j]] += alpha * outer(x[b, i], y[b, j])``.
+
+    The strategy choices (few terms per block or not, per bucket scattered or
+    tiles) count terms per block of a ``grid_x_blocks x grid_y_blocks`` grid:
+    ``o``'s own for an update of the whole weight, the weight's when ``o`` holds
+    only its touched rows and columns of blocks (:func:`weight_gradient_blocks`),
+    so that both sum every block in the same order.
 
     With ``clear``, ``o``'s previous contents are ignored, as if it were zeros:
     the first pass over a block stores its sums instead of adding them, and the
@@ -81,7 +169,7 @@ def outer(o, x, y, x_idx, y_idx, alpha, clear):
             for u in prange(x_blocks * y_blocks):
                 _clear_rows(o, u // y_blocks, u % y_blocks, 0, x_size)
         return
-    if batch * x_win * y_win < MIN_TERMS_PER_BLOCK * x_blocks * y_blocks:
+    if batch * x_win * y_win < MIN_TERMS_PER_BLOCK * grid_x_blocks * grid_y_blocks:
         _outer_few_terms(o, x, y, x_idx, y_idx, alpha, clear)
         return
     order, starts = buckets(y_idx, y_blocks)
@@ -105,7 +193,7 @@ def outer(o, x, y, x_idx, y_idx, alpha, clear):
         r0 = (u % n_slices) * slice_rows
         r1 = min(r0 + slice_rows, x_size)
         rows = order[starts[q]:starts[q + 1]]
-        if rows.size * x_win < MIN_TERMS_PER_BLOCK * x_blocks:
+        if rows.size * x_win < MIN_TERMS_PER_BLOCK * grid_x_blocks:
             _unit_scattered(o, x, y, x_idx, rows, q, r0, r1, alpha, clear)
         else:
             _unit_tiles(o, x, y, x_idx, rows, q, r0, r1, alpha, clear)

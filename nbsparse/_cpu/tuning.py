@@ -100,8 +100,10 @@ MIN_ITEMS_PER_THREAD = {
     "grad_h": 16384,
     "outer": 16384,
     "weight_gradient": 84480,
+    "weight_gradient_blocks": 84480,  # as weight_gradient: the same kernels on the touched blocks
     "set_bias": 12288,
     "bias_grad": 8288,
+    "bias_grad_blocks": 8288,  # items: 2 x the elements of g, as bias_grad's g + db
     "softmax_rows": 1536,
     "softmax_grad_rows": 32000,
     "target_forward": 4096,  # never 20 µs in the sweep (2048 rows: 9 µs): extrapolated

@@ -84,7 +84,7 @@ def test_outer_with_clear_ignores_what_the_output_held(case, dtype):
     a = case.make(dtype)
     _, x, y, x_idx, y_idx = a.outer()
     out = np.full(a.W.shape, np.nan, dtype)
-    _cpu.outer.outer(out, x, y, x_idx.astype(np.intp), y_idx.astype(np.intp), dtype(0.75), True)
+    _cpu.outer.outer(out, x, y, x_idx.astype(np.intp), y_idx.astype(np.intp), dtype(0.75), True, *out.shape[:2])
     want = _reference.sparse_block_outer(np.zeros(a.W.shape, dtype), x, y, x_idx, y_idx, alpha=0.75)
     assert_matches(out, want, dtype)
 
@@ -116,7 +116,7 @@ def test_scattered_gradient_with_block_rows_too_large_for_the_scratch(dtype):
 def test_outer_with_clear_and_no_terms_zeroes_everything(dtype):
     out = np.full((2, 3, 4, 5), np.nan, dtype)
     x, y = np.zeros((0, 1, 4), dtype), np.zeros((0, 2, 5), dtype)
-    _cpu.outer.outer(out, x, y, np.zeros((0, 1), np.intp), np.zeros((0, 2), np.intp), dtype(1), True)
+    _cpu.outer.outer(out, x, y, np.zeros((0, 1), np.intp), np.zeros((0, 2), np.intp), dtype(1), True, 2, 3)
     np.testing.assert_array_equal(out, 0)
 
 

@@ -99,7 +99,7 @@ def test_outer_matches_cpu(rng, dtype, deterministic):
     o, x, y, x_idx, y_idx, alpha = outer_args(rng, dtype)
     d_o = cuda.to_device(o)
     blocksparse.outer(d_o, *dev(x, y, x_idx, y_idx), alpha, deterministic=deterministic)
-    _cpu.outer.outer(o, x, y, x_idx, y_idx, alpha, False)
+    _cpu.outer.outer(o, x, y, x_idx, y_idx, alpha, False, *o.shape[:2])
     close(d_o.copy_to_host(), o, dtype)
 
 
@@ -197,7 +197,7 @@ def test_launchers_take_a_stream(rng):
     d_o = cuda.to_device(o)
     blocksparse.outer(d_o, *dev(x, y, x_idx, y_idx), alpha, stream=stream, deterministic=True)
     stream.synchronize()
-    _cpu.outer.outer(o, x, y, x_idx, y_idx, alpha, False)
+    _cpu.outer.outer(o, x, y, x_idx, y_idx, alpha, False, *o.shape[:2])
     close(d_o.copy_to_host(), o, np.float64)
     rows = rng.standard_normal((2, 5))
     d_out = cuda.device_array_like(rows)

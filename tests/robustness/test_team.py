@@ -177,6 +177,8 @@ def test_every_parallel_launch_states_its_work_and_has_an_entry(monkeypatch):
         arrays = problem(SIZES, dtype, np.random.default_rng(0))
         for op in OPS:
             op.func(**op.kwargs(arrays))
+            if op.gradient:  # and as block lists
+                op.func(**op.kwargs(arrays), sparse=True)
     parallel = {name for name, _, is_parallel in launches if is_parallel}
     with_items = {name for name, items, _ in launches if items is not None}
     assert parallel, "no parallel kernel was launched"
