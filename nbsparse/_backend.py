@@ -129,6 +129,27 @@ class Backend(Protocol):
         Returns new arrays ``(x, W1, b1, W2, b2)``, each shaped like that argument.
         """
 
+    # -------------------------------------------------------------- optimizer steps (``nbsparse.optim``)
+    def sgd_dense(self, param, grad, lr):
+        """``param -= lr * grad`` on 1-D arrays; ``lr`` a scalar of their dtype."""
+
+    def sgd_blocks(self, param, ids, values, lr):
+        """``param[ids[k]] -= lr * values[k]``: ``param`` ``(n_grid_blocks, block_size)``, ``ids`` distinct."""
+
+    def adam_dense(self, param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                   correction1, correction2, eps):
+        """One Adam step of every element of the 1-D ``param``, ``m``, ``v``.
+
+        ``m = beta1 * m + one_minus_beta1 * g``, ``v = beta2 * v + one_minus_beta2 * g * g``,
+        ``param -= lr * (m / correction1) / (sqrt(v / correction2) + eps)``; the scalars are of
+        the arrays' dtype, the bias corrections ``1 - beta**t`` computed by the caller.
+        """
+
+    def adam_blocks(self, param, ids, values, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                    correction1, correction2, eps):
+        """:meth:`adam_dense` on the listed blocks ``ids`` of ``(n_grid_blocks, block_size)`` arrays only,
+        ``values[k]`` the gradient of block ``ids[k]`` (ids distinct); the other blocks are left as they are."""
+
 
 def select(names, arrays, optional=(), deterministic=False):
     """Return the backend for a call whose array arguments are ``arrays``, named ``names``.

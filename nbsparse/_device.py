@@ -26,6 +26,7 @@ from ._cuda import blocksparse as cuda_blocksparse  # noqa: E402
 from ._cuda import hsoftmax as cuda_hsoftmax  # noqa: E402
 from ._cuda import softmax as cuda_softmax  # noqa: E402
 from ._cuda.launch import SIM  # noqa: E402
+from .optim import GPU_NOT_YET as OPTIM_ON_GPU  # noqa: E402
 
 #: Most index values one ``count_outside`` launch checks: its counter is an int32,
 #: so a larger array could overflow it (2**32 bad values would even count as 0).
@@ -225,6 +226,25 @@ class DeviceBackend:
     @staticmethod
     def scatter_blocks(out, index, values):
         raise NotImplementedError("BlockGrad.to_dense is not implemented for GPU arrays yet")
+
+    # ------------------------------------------------------------------ optimizer steps: not yet on the GPU
+    @staticmethod
+    def sgd_dense(param, grad, lr):
+        raise NotImplementedError(OPTIM_ON_GPU)
+
+    @staticmethod
+    def sgd_blocks(param, ids, values, lr):
+        raise NotImplementedError(OPTIM_ON_GPU)
+
+    @staticmethod
+    def adam_dense(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                   correction1, correction2, eps):
+        raise NotImplementedError(OPTIM_ON_GPU)
+
+    @staticmethod
+    def adam_blocks(param, ids, values, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                    correction1, correction2, eps):
+        raise NotImplementedError(OPTIM_ON_GPU)
 
     # ------------------------------------------------------------------ kernels, on the call's stream
     def gemv(self, o, W, h, input_idx, output_idx):

@@ -197,6 +197,27 @@ class HostBackend:
         _launch(_kernels().hsoftmax.nll_backward, g, a_class, a_slot, classes, slots, d_class, d_slot,
                         items=d_class.size + d_slot.size)
 
+    # ------------------------------------------------------------------ optimizer steps
+    @staticmethod
+    def sgd_dense(param, grad, lr):
+        _launch(_kernels().optim.sgd_dense, param, grad, lr, items=param.size)
+
+    @staticmethod
+    def sgd_blocks(param, ids, values, lr):
+        _launch(_kernels().optim.sgd_blocks, param, ids, values, lr, items=values.size)
+
+    @staticmethod
+    def adam_dense(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                   correction1, correction2, eps):
+        _launch(_kernels().optim.adam_dense, param, grad, m, v, lr, beta1, beta2, one_minus_beta1,
+                one_minus_beta2, correction1, correction2, eps, items=param.size)
+
+    @staticmethod
+    def adam_blocks(param, ids, values, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                    correction1, correction2, eps):
+        _launch(_kernels().optim.adam_blocks, param, ids, values, m, v, lr, beta1, beta2, one_minus_beta1,
+                one_minus_beta2, correction1, correction2, eps, items=values.size)
+
     def h_softmax_full(self, p):
         """Full-mode ``h_softmax``: BLAS products around one fused kernel (``full_dense``)."""
         out = self.empty((p.batch, p.n_outputs), p.dtype)

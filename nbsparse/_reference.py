@@ -8,7 +8,7 @@ does and must never import Numba.
 
 import numpy as np
 
-from ._results import HSoftmaxGrad, SparseBlockDotGrad
+from ._results import BlockGrad, HSoftmaxGrad, SparseBlockDotGrad
 
 
 def _float_dtype(*arrays):
@@ -188,3 +188,39 @@ def h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outpu
         db2[classes[n]] += d_act[n]
     return HSoftmaxGrad(*(np.asarray(a, dtype=dtype) for a in (
         dx, x.T @ d_class, d_class.sum(axis=0), dW2, db2)))
+
+
+def _dense_gradient(grad, shape):
+    """``(g, listed)``: the dense gradient of a ``shape`` weight, and a boolean array, broadcastable
+    to ``shape``, that is True where a step may change the weight (everywhere for a dense ``grad``)."""
+    if not isinstance(grad, BlockGrad):
+        return np.asarray(grad), np.True_
+    index = np.asarray(grad.index, dtype=np.intp)
+    d = index.shape[1]
+    listed = np.zeros(shape[:d], dtype=bool)
+    listed[tuple(index.T)] = True
+    return grad.to_dense(shape), listed.reshape(listed.shape + (1,) * (len(shape) - d))
+
+
+def sgd(param, grad, lr):
+    """A new array: ``param - lr * grad``, on the listed blocks only when ``grad`` is a ``BlockGrad``."""
+    param = np.asarray(param)
+    g, listed = _dense_gradient(grad, param.shape)
+    with np.errstate(all="ignore"):  # NaN and inf propagate: no warning
+        return np.where(listed, param - lr * g, param)
+
+
+def adam(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+    """One Adam step on copies: new ``(param, m, v, step + 1)``.
+
+    With a ``BlockGrad``, the lazy step of PyTorch's ``SparseAdam``: ``param``,
+    ``m`` and ``v`` change on the listed blocks only.
+    """
+    param, m, v = np.asarray(param), np.asarray(m), np.asarray(v)
+    t = step + 1
+    g, listed = _dense_gradient(grad, param.shape)
+    with np.errstate(all="ignore"):  # NaN and inf propagate: no warning
+        m_new = beta1 * m + (1 - beta1) * g
+        v_new = beta2 * v + (1 - beta2) * g * g
+        p_new = param - lr * (m_new / (1 - beta1**t)) / (np.sqrt(v_new / (1 - beta2**t)) + eps)
+    return (np.where(listed, p_new, param), np.where(listed, m_new, m), np.where(listed, v_new, v), t)

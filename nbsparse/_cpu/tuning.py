@@ -82,6 +82,14 @@ OUTER_MIN_SLICE_ROWS = 128
 # in a scratch buffer: up to this size it stays in the (512 KiB) L2 cache.
 SCRATCH_BYTES = 512 << 10
 
+# --------------------------------------------------------------------------- optimizer steps
+
+# Elements per parallel iteration of the dense optimizer kernels (``optim.sgd_dense``,
+# ``optim.adam_dense``): 16 / 32 KiB of each array, long enough for the loop to
+# vectorise and for the dynamic schedule's per-chunk cost to vanish. Not measured;
+# the results do not depend on it (every element is updated on its own).
+OPTIM_CHUNK = 4096
+
 # --------------------------------------------------------------------------- team size
 
 # A launch runs on one more thread for each of these items of work it holds
@@ -110,4 +118,12 @@ MIN_ITEMS_PER_THREAD = {
     "target_backward": 14336,
     "nll_forward": 1792,
     "nll_backward": 896,
+    # The optimizer steps, in elements updated: memory-bound elementwise loops like
+    # softmax_grad_rows, given its entry (Adam, which reads and writes three arrays and
+    # takes a square root and two divisions per element, half of it). Not yet measured
+    # with tools/team_thresholds.py.
+    "sgd_dense": 32000,
+    "sgd_blocks": 32000,
+    "adam_dense": 16000,
+    "adam_blocks": 16000,
 }

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 import pytest
 
-from nbsparse import _host, _load, _team, _threads
+from nbsparse import BlockGrad, _host, _load, _team, _threads, optim
 from nbsparse._cpu import tuning
 from nbsparse._optable import OPS, problem
 from nbsparse._selfcheck import SIZES
@@ -171,6 +171,15 @@ def every_launch(monkeypatch):
     return launches
 
 
+def optimizer_steps(dtype):
+    """sgd and adam, on a dense gradient and on a BlockGrad: the launches of ``nbsparse.optim``."""
+    param = np.ones((3, 4, 2), dtype)
+    state = optim.AdamState.zeros_like(param)
+    for grad in (np.ones_like(param), BlockGrad(np.array([[0], [2]]), np.ones((2, 4, 2), dtype))):
+        optim.sgd(param, grad, 0.1)
+        optim.adam(param, grad, state)
+
+
 def test_every_parallel_launch_states_its_work_and_has_an_entry(monkeypatch):
     launches = every_launch(monkeypatch)
     for dtype in (np.float32, np.float64):
@@ -179,6 +188,7 @@ def test_every_parallel_launch_states_its_work_and_has_an_entry(monkeypatch):
             op.func(**op.kwargs(arrays))
             if op.gradient:  # and as block lists
                 op.func(**op.kwargs(arrays), sparse=True)
+        optimizer_steps(dtype)
     parallel = {name for name, _, is_parallel in launches if is_parallel}
     with_items = {name for name, items, _ in launches if items is not None}
     assert parallel, "no parallel kernel was launched"
