@@ -12,7 +12,7 @@ import gc
 import json
 import time
 
-from . import cases, load, machine, report, timing, workloads
+from . import cases, load, machine, report, scaling, timing, workloads
 
 DTYPES = ("float32", "float64")
 
@@ -102,9 +102,18 @@ def main(argv=None):
                         help="start N busy processes beside the run and time each op (also at the "
                              "self-check size) against itself on one thread, instead of the peers "
                              f"(0 to {load.MAX_LOAD}; calls per median: --repeat, default 21)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="one training step of the h_softmax output layer (loss, gradient, Adam), dense "
+                             "against sparse, at V = 10^4 to 4x10^6 (--quick: 10^4 and 10^5), instead of the peers")
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.scaling:
+        out = scaling.run(quick=args.quick, repeat=args.repeat or 5)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(out, f, indent=1)
+        return 0
     if args.load is not None:
         if not 0 <= args.load <= load.MAX_LOAD:
             parser.error(f"--load must be between 0 and {load.MAX_LOAD}")

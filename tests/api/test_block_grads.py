@@ -184,3 +184,12 @@ def test_to_dense_places_each_block_and_zeroes_the_rest():
 def test_to_dense_refuses_blocks_that_do_not_fit(index, values, shape, match):
     with pytest.raises(ValueError, match=match):
         nbs.BlockGrad(index, values).to_dense(shape)
+
+
+@pytest.mark.parametrize("name", ["sparse_block_dot_grad", "h_softmax_grad", "h_softmax_nll_grad"])
+def test_sparse_is_a_keyword_only_option_defaulting_to_false(name):
+    import inspect
+
+    param = inspect.signature(getattr(nbs, name)).parameters["sparse"]
+    assert param.kind is inspect.Parameter.KEYWORD_ONLY
+    assert param.default is False

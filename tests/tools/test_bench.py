@@ -119,3 +119,35 @@ def test_load_cli_refuses_a_load_out_of_bounds(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--load", str(load.MAX_LOAD + 1)])
     assert "--load must be between 0 and" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- --scaling
+
+
+def test_scaling_times_both_paths_and_reports_the_bounds():
+    from nbsparse.bench import scaling
+
+    lines = []
+    out = scaling.run(repeat=1, vocabularies=((400, ("float32", "float64")),), print=lines.append)
+    rows = out["rows"]
+    assert [(r["dtype"], r["path"]) for r in rows] == [("float32", "dense"), ("float32", "sparse"),
+                                                         ("float64", "dense"), ("float64", "sparse")]
+    for r in rows:
+        assert r["V"] == 400 and r["ms"] > 0 and r["x_roofline"] > 0
+        assert r["must_move_MB"] == pytest.approx(7 * r["touched_MB"])
+        assert r["touched_MB"] <= r["W2_MB"] + 4 * 256 * 20 * 8 / 1e6  # W2's touched blocks, plus W1 and b1
+        if r["path"] == "sparse":
+            assert r["x_sparse"] == 1.0
+
+
+def test_one_sparse_step_moves_the_parameters_as_one_dense_step():
+    from nbsparse.bench import scaling
+
+    dense, sparse = scaling.Layer(900, "float64"), scaling.Layer(900, "float64")
+    dense.dense_step()
+    sparse.sparse_step(sparse.adam_states())
+    for name in dense.params:
+        np.testing.assert_allclose(sparse.params[name], dense.params[name], rtol=1e-12, atol=1e-15)
+        for m_sparse, m_dense in zip(sparse.moments[name], dense.moments[name]):
+            np.testing.assert_allclose(m_sparse, m_dense, rtol=1e-12, atol=1e-300)
+    assert not np.array_equal(sparse.W2, scaling.Layer(900, "float64").W2)  # it did move
