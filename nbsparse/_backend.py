@@ -80,13 +80,12 @@ class Backend(Protocol):
 
     def weight_gradient_blocks(self, grid, x, y, x_idx, y_idx):
         """The gradient of :meth:`weight_gradient` on a ``grid`` of blocks as ``(index, values)``:
-        the touched block pairs ``(n, 2)`` in C order and their ``(n, x_size, y_size)`` blocks."""
+        the touched block pairs, a host ``(n, 2)`` ``intp`` array in C order, and their
+        ``(n, x_size, y_size)`` blocks (a backend array)."""
 
     def bias_grad_blocks(self, g, output_idx):
-        """The bias gradient as ``(index, values)``: the touched blocks ``(n, 1)``, increasing, and their rows."""
-
-    def check_block_lists(self):
-        """Raise when this backend cannot return block-list gradients (``sparse=True``)."""
+        """The bias gradient as ``(index, values)``: the touched blocks, a host ``(n, 1)`` ``intp``
+        array, increasing, and their rows (a backend array)."""
 
     def from_host_index(self, index):
         """A host ``intp`` index array in the backend's kind."""

@@ -206,26 +206,71 @@ class DeviceBackend:
             return _cupy().asarray(result)
         return result
 
-    @staticmethod
-    def check_block_lists():
-        raise NotImplementedError("sparse=True (block-list gradients) is not implemented for GPU arrays yet")
-
-    def weight_gradient_blocks(self, grid, x, y, x_idx, y_idx):
-        self.check_block_lists()
-
-    def bias_grad_blocks(self, g, output_idx):
-        self.check_block_lists()
+    # ------------------------------------------------------------------ block-list gradients
+    def _to_host(self, d):
+        """A small device array (indices) on the host, once the call's stream has produced it."""
+        host = d.copy_to_host(stream=self.stream)
+        if self.stream:  # the copy is asynchronous on a non-default stream
+            self.stream.synchronize()
+        return host
 
     def from_host_index(self, index):
-        self.check_block_lists()
+        return cuda.to_device(np.ascontiguousarray(index, dtype=np.intp), stream=self.stream)
 
-    @staticmethod
-    def all_in_grid(index, grid):
-        raise NotImplementedError("BlockGrad.to_dense is not implemented for GPU arrays yet")
+    def weight_gradient_blocks(self, grid, x, y, x_idx, y_idx):
+        """``(host index, device values)`` of the touched block pairs of a ``grid`` of blocks.
 
-    @staticmethod
-    def scatter_blocks(out, index, values):
-        raise NotImplementedError("BlockGrad.to_dense is not implemented for GPU arrays yet")
+        The indices (batch-sized) go to the host, which finds the distinct pairs
+        and each term's pair. Each term's ``x`` and ``y`` rows are gathered on the
+        device, and :func:`_cuda.blocksparse.outer` sums them into a ``(n, 1,
+        x_size, y_size)`` array indexed by pair (atomics, or with
+        ``deterministic`` the sorted segments): nothing of the grid's size.
+        """
+        batch, x_win, x_size = x.shape
+        y_win, y_size = y.shape[1], y.shape[2]
+        pair_of_term = (self._to_host(x_idx).reshape(batch, x_win, 1) * grid[1]
+                        + self._to_host(y_idx).reshape(batch, 1, y_win)).ravel()
+        pairs, pair_id = np.unique(pair_of_term, return_inverse=True)
+        index = np.empty((pairs.size, 2), np.intp)
+        index[:, 0], index[:, 1] = np.divmod(pairs, grid[1])
+        terms = pair_of_term.size
+        rows = np.arange(batch).reshape(batch, 1, 1)
+        x_rows = np.broadcast_to(rows * x_win + np.arange(x_win).reshape(1, x_win, 1), (batch, x_win, y_win))
+        y_rows = np.broadcast_to(rows * y_win + np.arange(y_win).reshape(1, 1, y_win), (batch, x_win, y_win))
+        xs = self.empty((terms, 1, x_size), x.dtype)
+        ys = self.empty((terms, 1, y_size), x.dtype)
+        _cuda.arrays.gather_rows(xs.reshape(terms, x_size), x.reshape(batch * x_win, x_size),
+                                 self.from_host_index(x_rows.ravel()), stream=self.stream)
+        _cuda.arrays.gather_rows(ys.reshape(terms, y_size), y.reshape(batch * y_win, y_size),
+                                 self.from_host_index(y_rows.ravel()), stream=self.stream)
+        values = self.empty((pairs.size, 1, x_size, y_size), x.dtype)
+        self.outer(values, xs, ys, self.from_host_index(pair_id.reshape(terms, 1)),
+                   self.from_host_index(np.zeros((terms, 1), np.intp)), x.dtype.type(1.0), True)
+        return index, values.reshape(pairs.size, x_size, y_size)
+
+    def bias_grad_blocks(self, g, output_idx):
+        """``(host index, device values)``: the distinct ``output_idx`` values and their rows."""
+        blocks, rank = np.unique(self._to_host(output_idx), return_inverse=True)
+        values = self.zeros((blocks.size, g.shape[2]), g.dtype)
+        self.bias_grad(values, g, self.from_host_index(rank.reshape(output_idx.shape)))
+        return blocks.astype(np.intp).reshape(-1, 1), values
+
+    def all_in_grid(self, index, grid):
+        host = self._to_host(as_device(index))
+        return bool(((host >= 0) & (host < np.asarray(grid, dtype=np.intp))).all())
+
+    def scatter_blocks(self, out, index, values):
+        """``out[tuple(index[k])] = values[k]``: one launch over the listed blocks' elements."""
+        host = self._to_host(as_device(index))
+        d = host.shape[1]
+        grid_blocks = int(np.prod(out.shape[:d]))
+        block = int(np.prod(out.shape[d:]))
+        ids = np.ravel_multi_index(tuple(host.T), out.shape[:d]) if host.shape[0] else np.zeros(0, np.intp)
+        src = as_device(values)
+        if not src.is_c_contiguous():
+            src = self.copy(src, src.dtype)
+        _cuda.arrays.scatter_rows(out.reshape(grid_blocks, block), self.from_host_index(ids),
+                                  src.reshape(host.shape[0], block), stream=self.stream)
 
     # ------------------------------------------------------------------ optimizer steps: not yet on the GPU
     @staticmethod

@@ -148,10 +148,6 @@ class HostBackend:
         return _launch(_kernels().grads.bias_grad_blocks, g, output_idx, items=2 * g.size)
 
     @staticmethod
-    def check_block_lists():
-        """Block-list gradients (``sparse=True``) run on the host: nothing to refuse."""
-
-    @staticmethod
     def from_host_index(index):
         return index
 

@@ -282,13 +282,13 @@ def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, determ
     _checks.check_product_ranges(backend, W, input_idx, output_idx)
 
     if sparse:
-        backend.check_block_lists()
         dh = backend.zeros(h.shape, dtype)
         (w_index, w_values), (b_index, b_values) = dot_grads_blocks(
             backend, dh, backend.floats(dtype, grad_output), backend.floats(dtype, W),
             backend.floats(dtype, h), backend.indices(input_idx), backend.indices(output_idx))
-        return SparseBlockDotGrad(BlockGrad(backend.wrap(w_index), backend.wrap(w_values)), backend.wrap(dh),
-                                  BlockGrad(backend.wrap(b_index), backend.wrap(b_values)))
+        return SparseBlockDotGrad(BlockGrad(backend.wrap(backend.from_host_index(w_index)), backend.wrap(w_values)),
+                                  backend.wrap(dh),
+                                  BlockGrad(backend.wrap(backend.from_host_index(b_index)), backend.wrap(b_values)))
     dh, db = backend.zeros(h.shape, dtype), backend.zeros(b.shape, dtype)
     dW = dot_grads(backend, dh, db, backend.floats(dtype, grad_output),
                    backend.floats(dtype, W), backend.floats(dtype, h),

@@ -33,14 +33,14 @@ def _prepare(backend, x, batch_size, n_outputs, n_classes, n_outputs_per_class, 
 
 def _wrap_grads(backend, grads):
     """``HSoftmaxGrad`` in the caller's kind; ``(index, values)`` pairs (``sparse=True``) become ``BlockGrad``."""
-    return HSoftmaxGrad(*(BlockGrad(backend.wrap(a[0]), backend.wrap(a[1])) if isinstance(a, tuple)
-                          else backend.wrap(a) for a in grads))
+    return HSoftmaxGrad(*(BlockGrad(backend.wrap(backend.from_host_index(a[0])), backend.wrap(a[1]))
+                          if isinstance(a, tuple) else backend.wrap(a) for a in grads))
 
 
-def _all_classes(backend, grads):
-    """Full-mode dense gradients with ``W2``/``b2`` as block lists of every class."""
+def _all_classes(grads):
+    """Full-mode dense gradients with ``W2``/``b2`` as block lists of every class (a host index)."""
     dx, dW1, db1, dW2, db2 = grads
-    classes = backend.from_host_index(np.arange(dW2.shape[0], dtype=np.intp).reshape(-1, 1))
+    classes = np.arange(dW2.shape[0], dtype=np.intp).reshape(-1, 1)
     return dx, dW1, db1, (classes, dW2), (classes, db2)
 
 
@@ -178,12 +178,10 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
     """
     p = _prepare(backend, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                  W1, b1, W2, b2, target, grad_output, backward=True)
-    if sparse:
-        backend.check_block_lists()
     g = backend.floats(p.dtype, grad_output)
     if target is None:
         grads = backend.h_softmax_full_grad(p, g)
-        return _wrap_grads(backend, _all_classes(backend, grads) if sparse else grads)
+        return _wrap_grads(backend, _all_classes(grads) if sparse else grads)
     p_class, p_slot = p.class_probs(), p.slot_probs()
     d_class = backend.empty(p_class.shape, p.dtype)
     d_slot = backend.empty(p_slot.shape, p.dtype)
@@ -319,8 +317,6 @@ def h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outpu
     """
     p = _prepare(backend, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                  W1, b1, W2, b2, target, grad_output, backward=True, loss="h_softmax_nll")
-    if sparse:
-        backend.check_block_lists()
     g = backend.floats(p.dtype, grad_output)
     a_class, a_slot = p.class_activations(), p.slot_activations()
     d_class = backend.empty(a_class.shape, p.dtype)

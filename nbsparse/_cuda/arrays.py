@@ -43,3 +43,33 @@ def count_outside(idx, n, *, stream=0):
     if stream:  # the copy is asynchronous on a non-default stream
         stream.synchronize()
     return int(host[0])
+
+
+@launch.kernel
+def _gather_rows(dst, src, rows):
+    """``dst[k, :] = src[rows[k], :]`` on 2-D arrays; thread ``t`` alone writes ``dst.flat[t]``."""
+    width = dst.shape[1]
+    for t in range(cuda.grid(1), dst.size, cuda.gridsize(1)):
+        k, c = t // width, t % width
+        dst[k, c] = src[rows[k], c]
+
+
+@launch.kernel
+def _scatter_rows(dst, rows, src):
+    """``dst[rows[k], :] = src[k, :]`` on 2-D arrays, ``rows`` distinct: no two threads write one element."""
+    width = src.shape[1]
+    for t in range(cuda.grid(1), src.size, cuda.gridsize(1)):
+        k, c = t // width, t % width
+        dst[rows[k], c] = src[k, c]
+
+
+def gather_rows(dst, src, rows, *, stream=0):
+    """``dst[k] = src[rows[k]]`` for the 2-D C-contiguous device arrays ``dst``, ``src`` and ``intp`` ``rows``."""
+    if dst.size:
+        _gather_rows[launch.blocks_for(dst.size), launch.threads(), stream](dst, src, rows)
+
+
+def scatter_rows(dst, rows, src, *, stream=0):
+    """``dst[rows[k]] = src[k]`` for the 2-D C-contiguous device arrays ``dst``, ``src``; ``rows`` distinct."""
+    if src.size:
+        _scatter_rows[launch.blocks_for(src.size), launch.threads(), stream](dst, rows, src)

@@ -14,7 +14,7 @@ import functools
 import sys
 import time
 
-from . import blocksparse, hsoftmax, launch, softmax
+from . import arrays, blocksparse, hsoftmax, launch, softmax
 
 DTYPES = ("float32", "float64")
 
@@ -61,6 +61,8 @@ def kernels(threads=128, tile=32):
         "nll_forward": (nll_forward, lambda t: (a(t, 2), a(t, 2), i1, i1, a(t, 1))),
         "nll_backward": (nll_backward,
                          lambda t: (a(t, 1), a(t, 2), a(t, 2), i1, i1, a(t, 2), a(t, 2))),
+        "gather_rows": (arrays._gather_rows, lambda t: (a(t, 2), a(t, 2), i1)),
+        "scatter_rows": (arrays._scatter_rows, lambda t: (a(t, 2), i1, a(t, 2))),
     }
     return {name: (kernel.py_func, argtypes) for name, (kernel, argtypes) in table.items()}
 

@@ -153,15 +153,6 @@ def test_dask_arrays_refuse_sparse_gradients():
             func(np.ones(h.x.shape[0]), *call, h.target, sparse=True)
 
 
-def test_gpu_arrays_refuse_sparse_gradients():
-    from numba import cuda
-
-    a = PRODUCT_CASES[0].make(np.float32)
-    args = [cuda.to_device(np.ascontiguousarray(x)) for x in a.dot_grad()]
-    with pytest.raises(NotImplementedError, match="GPU"):
-        nbs.sparse_block_dot_grad(*args, sparse=True)
-
-
 # --------------------------------------------------------------------------- BlockGrad.to_dense
 
 def test_to_dense_places_each_block_and_zeroes_the_rest():
