@@ -242,7 +242,7 @@ def sparse_block_dot_grad(grad_output, W, h, input_idx, b, output_idx, *, determ
         Return the ``W`` and ``b`` gradients as :class:`BlockGrad` block lists:
         the distinct ``(input_idx, output_idx)`` pairs (``W``) and ``output_idx``
         values (``b``) and their blocks, each the same bits as in the dense
-        result; nothing of ``W``'s size is allocated. CPU only for now.
+        result; nothing of ``W``'s size is allocated. Not yet for Dask arrays.
 
     Returns
     -------

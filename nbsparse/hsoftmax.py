@@ -139,8 +139,8 @@ def h_softmax_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_p
     sparse : bool, optional
         Return ``W2`` and ``b2`` as :class:`BlockGrad` block lists of the target
         classes (every class in full mode), each block the same bits as in the
-        dense result; nothing of ``W2``'s size is allocated in target mode. CPU
-        only for now.
+        dense result; nothing of ``W2``'s size is allocated in target mode. Not
+        yet for Dask arrays.
 
     Returns
     -------
@@ -274,7 +274,7 @@ def h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outpu
     sparse : bool, optional
         Return ``W2`` and ``b2`` as :class:`BlockGrad` block lists of the target
         classes, each block the same bits as in the dense result; nothing of
-        ``W2``'s size is allocated. CPU only for now.
+        ``W2``'s size is allocated. Not yet for Dask arrays.
 
     Returns
     -------
