@@ -35,6 +35,11 @@ def _refuse_inplace(inplace):
         )
 
 
+def _block_lists(sparse):
+    """The chunk calls' keyword for ``sparse=True``; none otherwise (the dense calls stay as they were)."""
+    return {"sparse": True} if sparse else {}
+
+
 def sparse_block_gemv(public, o, W, h, input_idx, output_idx, *, inplace=False):
     """:func:`nbsparse.sparse_block_gemv` on Dask arrays: chunk-wise over the batch."""
     arrays = {"o": o, "W": W, "h": h, "input_idx": input_idx, "output_idx": output_idx}
@@ -73,25 +78,27 @@ def sparse_block_outer(public, o, x, y, x_idx, y_idx, alpha=1.0, *, inplace=Fals
     return call.field_sum(parts, None, "sum", o.shape, dtype, first="o")
 
 
-def _refuse_block_lists(sparse):
-    if sparse:
-        raise NotImplementedError("sparse=True (block-list gradients) is not implemented for Dask arrays yet")
-
-
 def sparse_block_dot_grad(public, grad_output, W, h, input_idx, b, output_idx, *,
                           deterministic=False, sparse=False):
     """:func:`nbsparse.sparse_block_dot_grad` on Dask arrays.
 
-    ``h`` chunk-wise; ``W`` and ``b`` summed over the chunks in a tree. The three
-    share one task per chunk: compute them together (``dask.compute(*grads)``).
+    ``h`` chunk-wise; ``W`` and ``b`` summed over the chunks in a tree (with
+    ``sparse=True``, block lists merged in the tree: ``BlockGrad``s of Dask arrays
+    whose length is known once computed). The three share one task per chunk:
+    compute them together (``dask.compute(*grads)``).
     """
-    _refuse_block_lists(sparse)
     arrays = {"grad_output": grad_output, "W": W, "h": h, "input_idx": input_idx, "b": b,
               "output_idx": output_idx}
     meta = check_kinds(**arrays)
     dtype = _checks.check_dot_grad(grad_output, W, h, input_idx, b, output_idx)
     call = Call("sparse_block_dot_grad", arrays, ("grad_output", "h", "input_idx", "output_idx"), meta)
-    parts = call.parts(public, list(arrays), deterministic=deterministic)
+    parts = call.parts(public, list(arrays), deterministic=deterministic, **_block_lists(sparse))
+    if sparse:  # each chunk's W and b are BlockGrads: merged in the tree, touched blocks only
+        return SparseBlockDotGrad(
+            W=call.blocks_sum(parts, 0, "W", W.shape[2:], 2, dtype),
+            h=call.field(parts, 1, "h", h.shape[1:], dtype),
+            b=call.blocks_sum(parts, 2, "b", b.shape[1:], 1, dtype),
+        )
     return SparseBlockDotGrad(
         W=call.field_sum(parts, 0, "W", W.shape, dtype),
         h=call.field(parts, 1, "h", h.shape[1:], dtype),
@@ -136,10 +143,11 @@ def _h_softmax_forward(func, x, batch_size, n_outputs, n_classes, n_outputs_per_
 
 
 def _h_softmax_backward(func, grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
-                        W1, b1, W2, b2, target, deterministic, loss=None):
+                        W1, b1, W2, b2, target, deterministic, sparse=False, loss=None):
     """``func`` (``h_softmax_grad`` or ``h_softmax_nll_grad``) on Dask arrays.
 
-    ``x`` chunk-wise; ``W1``, ``b1``, ``W2``, ``b2`` summed over the chunks in a tree.
+    ``x`` chunk-wise; ``W1``, ``b1``, ``W2``, ``b2`` summed over the chunks in a tree
+    (``W2``, ``b2`` as merged block lists with ``sparse``).
     """
     arrays = {"grad_output": grad_output, "x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2,
               "target": target}
@@ -149,12 +157,13 @@ def _h_softmax_backward(func, grad_output, x, batch_size, n_outputs, n_classes, 
         grad_output, backward=True, loss=loss)
     call = Call(func.__name__, arrays, ("grad_output", "x", "target"), meta)
     items = ["grad_output", "x", ROWS, n_outputs, n_classes, K, "W1", "b1", "W2", "b2", "target"]
-    parts = call.parts(func, items, deterministic=deterministic)
-    return HSoftmaxGrad(
-        x=call.field(parts, 0, "x", x.shape[1:], dtype),
-        **{name: call.field_sum(parts, k, name, arrays[name].shape, dtype)
-           for k, name in enumerate(["W1", "b1", "W2", "b2"], start=1)},
-    )
+    parts = call.parts(func, items, deterministic=deterministic, **_block_lists(sparse))
+    sums = {name: call.field_sum(parts, k, name, arrays[name].shape, dtype)
+            for k, name in enumerate(["W1", "b1", "W2", "b2"], start=1) if not (sparse and name in ("W2", "b2"))}
+    if sparse:
+        sums["W2"] = call.blocks_sum(parts, 3, "W2", W2.shape[1:], 1, dtype)
+        sums["b2"] = call.blocks_sum(parts, 4, "b2", b2.shape[1:], 1, dtype)
+    return HSoftmaxGrad(x=call.field(parts, 0, "x", x.shape[1:], dtype), **sums)
 
 
 def h_softmax(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
@@ -167,9 +176,8 @@ def h_softmax(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, 
 def h_softmax_grad(public, grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                    W1, b1, W2, b2, target=None, *, deterministic=False, sparse=False):
     """:func:`nbsparse.h_softmax_grad` on Dask arrays (weight gradients tree-summed)."""
-    _refuse_block_lists(sparse)
     return _h_softmax_backward(public, grad_output, x, batch_size, n_outputs,
-                               n_classes, n_outputs_per_class, W1, b1, W2, b2, target, deterministic)
+                               n_classes, n_outputs_per_class, W1, b1, W2, b2, target, deterministic, sparse)
 
 
 def h_softmax_nll(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2,
@@ -182,7 +190,6 @@ def h_softmax_nll(public, x, batch_size, n_outputs, n_classes, n_outputs_per_cla
 def h_softmax_nll_grad(public, grad_output, x, batch_size, n_outputs, n_classes,
                        n_outputs_per_class, W1, b1, W2, b2, target, *, deterministic=False, sparse=False):
     """:func:`nbsparse.h_softmax_nll_grad` on Dask arrays (weight gradients tree-summed)."""
-    _refuse_block_lists(sparse)
     return _h_softmax_backward(public, grad_output, x, batch_size, n_outputs,
                                n_classes, n_outputs_per_class, W1, b1, W2, b2, target, deterministic,
-                               loss="h_softmax_nll")
+                               sparse, loss="h_softmax_nll")

@@ -15,6 +15,7 @@ from functools import partial
 
 import dask
 import dask.array as da
+import numpy as np
 from dask.array.utils import meta_from_array
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
@@ -206,20 +207,47 @@ class Call:
                         meta=meta_from_array(self.meta, len(shape), dtype))
 
 
-def tree_sum(name, leaves, ndim, fan_in, root=()):
+    def blocks_sum(self, parts, k, label, values_tail, d, dtype):
+        """The sum over the chunks of field ``k`` of ``parts``, each a ``BlockGrad``, as a ``BlockGrad`` of
+        two Dask arrays: ``index`` ``(n, d)`` and ``values`` ``(n, *values_tail)``, ``n`` unknown (NaN)
+        until computed.
+
+        The same tree as :meth:`field_sum`, merging block lists (:func:`merge_blocks`): a task moves
+        and holds only the blocks its chunks touched.
+        """
+        from ._results import BlockGrad
+
+        fan_in = split_every()
+        name = f"{self.op}-{label}-{tokenize(parts.name, k, fan_in)}"
+        leaves = [(f"{name}-chunk", i) for i in range(len(self.chunks))]
+        tasks = {leaf: (operator.getitem, (parts.name, i), k) for i, leaf in enumerate(leaves)}
+        tasks.update(tree_sum(name, leaves, 0, fan_in, add=merge_blocks))
+        merged = da.Array(self._graph(name, tasks, [parts]), name, (), meta=meta_from_array(self.meta, 0, object))
+        index_name, values_name = f"{name}-index", f"{name}-values"
+        index = da.Array(self._graph(index_name, {(index_name, 0, 0): (operator.getitem, (name,), 0)}, [merged]),
+                         index_name, ((np.nan,), (d,)), meta=meta_from_array(self.meta, 2, np.intp))
+        values_key = (values_name, 0, *(0,) * len(values_tail))
+        values = da.Array(self._graph(values_name, {values_key: (operator.getitem, (name,), 1)}, [merged]),
+                          values_name, ((np.nan,), *((s,) for s in values_tail)),
+                          meta=meta_from_array(self.meta, 1 + len(values_tail), dtype))
+        return BlockGrad(index, values)
+
+
+def tree_sum(name, leaves, ndim, fan_in, root=(), add=None):
     """Tasks adding the arrays at ``leaves`` in groups of ``fan_in``; the total is ``(name, 0, ...)``.
 
     The keys in ``root`` are added in the last task only (its fan-in grows by as
     many), so they travel to one worker and add no level to the tree.
     """
+    add = add_all if add is None else add
     tasks = {}
     for level in itertools.count():
         groups = [leaves[j:j + fan_in] for j in range(0, len(leaves), fan_in)]
         if len(groups) == 1:
-            tasks[(name, *(0,) * ndim)] = (add_all, [*root, *groups[0]])
+            tasks[(name, *(0,) * ndim)] = (add, [*root, *groups[0]])
             return tasks
         leaves = [(f"{name}-sum{level}", j) for j in range(len(groups))]
-        tasks.update((key, (add_all, group)) for key, group in zip(leaves, groups))
+        tasks.update((key, (add, group)) for key, group in zip(leaves, groups))
 
 
 def add_all(arrays):
@@ -230,6 +258,55 @@ def add_all(arrays):
     for a in arrays[2:]:
         total += a
     return total
+
+
+def merge_blocks(grads):
+    """The sum of the ``BlockGrad``s ``grads`` (NumPy or CuPy) as one ``BlockGrad``; one is returned as it is.
+
+    Adds as :func:`add_all` adds the dense arrays, so the blocks come out the
+    same bits: over the union of the listed blocks, the first two lists added
+    with zeros where a list lacks a block, then each further list, zeros
+    included (``-0.0 + 0.0`` is ``+0.0``, as in the dense sum).
+    """
+    from ._results import BlockGrad
+
+    if len(grads) == 1:
+        return grads[0]
+    xp = _array_module(grads[0].values)
+    host_index = [_to_numpy(g.index) for g in grads]
+    union = np.unique(np.concatenate(host_index), axis=0) if any(i.size for i in host_index) \
+        else host_index[0]
+    block_shape = grads[0].values.shape[1:]
+
+    def expanded(k):
+        out = xp.zeros((union.shape[0], *block_shape), grads[0].values.dtype)
+        if host_index[k].shape[0]:
+            rows = _rows_in(union, host_index[k])
+            out[xp.asarray(rows)] = grads[k].values
+        return out
+
+    total = expanded(0) + expanded(1)
+    for k in range(2, len(grads)):
+        total += expanded(k)
+    return BlockGrad(xp.asarray(union.astype(np.intp)), total)
+
+
+def _rows_in(union, rows):
+    """Positions of the rows of ``rows`` in the sorted, unique ``union`` (each present)."""
+    keys = np.ravel_multi_index(tuple(union.T), union.max(axis=0) + 1)
+    return np.searchsorted(keys, np.ravel_multi_index(tuple(rows.T), union.max(axis=0) + 1))
+
+
+def _array_module(a):
+    if isinstance(a, np.ndarray):
+        return np
+    import cupy  # CuPy chunks: CuPy is imported already
+
+    return cupy
+
+
+def _to_numpy(a):
+    return a if isinstance(a, np.ndarray) else a.get()
 
 
 _POSITION = re.compile(r"^(\w+)\[(\d+)")

@@ -33,9 +33,12 @@ class BlockGrad(namedtuple("BlockGrad", ["index", "values"])):
             columns than ``shape`` has axes, or an index outside ``shape``'s grid.
         """
         from ._backend import select
+        from ._kinds import any_dask_array
 
-        backend = select(("index", "values"), (self.index, self.values))
         shape = tuple(int(s) for s in shape)
+        if any_dask_array((self.index, self.values)):
+            return _lazy_dense(self, shape)
+        backend = select(("index", "values"), (self.index, self.values))
         index, values = self.index, self.values
         if index.ndim != 2 or values.ndim < 1 or index.shape[0] != values.shape[0]:
             raise ValueError(f"BlockGrad: index {tuple(index.shape)} and values {tuple(values.shape)} "
@@ -49,3 +52,18 @@ class BlockGrad(namedtuple("BlockGrad", ["index", "values"])):
         out = backend.zeros(shape, values.dtype)
         backend.scatter_blocks(out, index, values)
         return backend.wrap(out)
+
+
+def _dense_of(index, values, shape):
+    return BlockGrad(index, values).to_dense(shape)
+
+
+def _lazy_dense(grad, shape):
+    """``to_dense`` of a ``BlockGrad`` of Dask arrays: one lazy task (the block count is known only then)."""
+    import dask
+    import dask.array as da
+    from dask.array.utils import meta_from_array
+
+    dense = dask.delayed(_dense_of)(grad.index, grad.values, shape)
+    return da.from_delayed(dense, shape, dtype=grad.values.dtype,
+                           meta=meta_from_array(grad.values._meta, len(shape), grad.values.dtype))

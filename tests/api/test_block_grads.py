@@ -138,19 +138,50 @@ def test_the_sparse_path_allocates_nothing_of_the_weights_size(monkeypatch):
 
 # --------------------------------------------------------------------------- refused for now
 
-def test_dask_arrays_refuse_sparse_gradients():
+@pytest.mark.parametrize("chunk", [1, 2, 5, 64])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_dask_block_lists_merge_to_the_dense_dask_sum_bit_for_bit(chunk, dtype):
+    dask = pytest.importorskip("dask")
     da = pytest.importorskip("dask.array")
-    a = PRODUCT_CASES[0].make(np.float64)
+    a = ProductCase("chunked", batch=13, i_blocks=4, o_blocks=5, i_size=3, o_size=4, i_win=2, o_win=3,
+                    seed=1).make(dtype)
     args = list(a.dot_grad())
-    args[2] = da.from_array(args[2], chunks=2)
-    with pytest.raises(NotImplementedError, match="Dask"):
-        nbs.sparse_block_dot_grad(*args, sparse=True)
-    h = HSOFTMAX_CASES[0].make(np.float64)
-    x = da.from_array(h.x, chunks=2)
-    call = (x, *h.call()[1:])
-    for func in (nbs.h_softmax_grad, nbs.h_softmax_nll_grad):
-        with pytest.raises(NotImplementedError, match="Dask"):
-            func(np.ones(h.x.shape[0]), *call, h.target, sparse=True)
+    lazy = [da.from_array(x, chunks=(chunk, *x.shape[1:])) if k in (0, 2, 3, 5) else x for k, x in enumerate(args)]
+    sparse = nbs.sparse_block_dot_grad(*lazy, sparse=True)
+    dense = nbs.sparse_block_dot_grad(*lazy)
+    assert isinstance(sparse.W, nbs.BlockGrad) and np.isnan(sparse.W.index.shape[0])  # known once computed
+    W, b, dW, db, index = dask.compute(sparse.W.to_dense(a.W.shape), sparse.b.to_dense(a.b.shape),
+                                       dense.W, dense.b, sparse.W.index)
+    assert_same_bits(W, dW)
+    assert_same_bits(b, db)
+    np.testing.assert_array_equal(index, nbs.sparse_block_dot_grad(*args, sparse=True).W.index)
+
+
+@pytest.mark.parametrize("func", [nbs.h_softmax_grad, nbs.h_softmax_nll_grad], ids=lambda f: f.__name__)
+def test_dask_h_softmax_block_lists_merge_to_the_dense_dask_sum(func):
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    h = HSoftmaxCase("chunked", batch=9, n_in=4, n_classes=5, K=3, n_outputs=14, seed=2).make(np.float64)
+    g = da.from_array(np.linspace(0.5, 1.5, 9), chunks=3)
+    call = (g, da.from_array(h.x, chunks=(3, 4)), *h.call()[1:], da.from_array(h.target, chunks=3))
+    sparse, dense = func(*call, sparse=True), func(*call)
+    W2, b2, dW2, db2, W1, dW1 = dask.compute(sparse.W2.to_dense(h.W2.shape), sparse.b2.to_dense(h.b2.shape),
+                                             dense.W2, dense.b2, sparse.W1, dense.W1)
+    assert_same_bits(W2, dW2)
+    assert_same_bits(b2, db2)
+    assert_same_bits(W1, dW1)
+
+
+def test_a_merged_block_list_holds_only_the_touched_blocks():
+    from nbsparse._dask_graph import merge_blocks
+
+    first = nbs.BlockGrad(np.array([[0, 1], [2, 0]], np.intp), np.ones((2, 2, 3)))
+    second = nbs.BlockGrad(np.array([[2, 0], [3, 3]], np.intp), np.full((2, 2, 3), 2.0))
+    third = nbs.BlockGrad(np.zeros((0, 2), np.intp), np.zeros((0, 2, 3)))
+    merged = merge_blocks([first, second, third])
+    np.testing.assert_array_equal(merged.index, [[0, 1], [2, 0], [3, 3]])
+    np.testing.assert_array_equal(merged.values[:, 0, 0], [1.0, 3.0, 2.0])
+    assert merge_blocks([first]) is first
 
 
 # --------------------------------------------------------------------------- BlockGrad.to_dense
