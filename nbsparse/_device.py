@@ -24,9 +24,9 @@ from numba import cuda  # noqa: E402  (after the check above, which names the mi
 from . import _cuda  # noqa: E402
 from ._cuda import blocksparse as cuda_blocksparse  # noqa: E402
 from ._cuda import hsoftmax as cuda_hsoftmax  # noqa: E402
+from ._cuda import optim as cuda_optim  # noqa: E402
 from ._cuda import softmax as cuda_softmax  # noqa: E402
 from ._cuda.launch import SIM  # noqa: E402
-from .optim import GPU_NOT_YET as OPTIM_ON_GPU  # noqa: E402
 
 #: Most index values one ``count_outside`` launch checks: its counter is an int32,
 #: so a larger array could overflow it (2**32 bad values would even count as 0).
@@ -227,24 +227,13 @@ class DeviceBackend:
     def scatter_blocks(out, index, values):
         raise NotImplementedError("BlockGrad.to_dense is not implemented for GPU arrays yet")
 
-    # ------------------------------------------------------------------ optimizer steps: not yet on the GPU
-    @staticmethod
-    def sgd_dense(param, grad, lr):
-        raise NotImplementedError(OPTIM_ON_GPU)
-
-    @staticmethod
-    def sgd_blocks(param, ids, values, lr):
-        raise NotImplementedError(OPTIM_ON_GPU)
-
-    @staticmethod
-    def adam_dense(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
-                   correction1, correction2, eps):
-        raise NotImplementedError(OPTIM_ON_GPU)
-
-    @staticmethod
-    def adam_blocks(param, ids, values, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
-                    correction1, correction2, eps):
-        raise NotImplementedError(OPTIM_ON_GPU)
+    def to_host(self, a):
+        """A small device array copied to a new C-contiguous host array (synchronises the stream)."""
+        d = self.floats(as_device(a).dtype, a)
+        host = d.copy_to_host(stream=self.stream)
+        if self.stream:  # the copy is asynchronous on a non-default stream
+            self.stream.synchronize()
+        return host
 
     # ------------------------------------------------------------------ kernels, on the call's stream
     def gemv(self, o, W, h, input_idx, output_idx):
@@ -263,6 +252,22 @@ class DeviceBackend:
     def bias_grad(self, db, g, output_idx):
         cuda_blocksparse.bias_grad(db, g, output_idx, stream=self.stream,
                                    deterministic=self.deterministic)
+
+    def sgd_dense(self, param, grad, lr):
+        cuda_optim.sgd_dense(param, grad, lr, stream=self.stream)
+
+    def sgd_blocks(self, param, ids, values, lr):
+        cuda_optim.sgd_blocks(param, ids, values, lr, stream=self.stream)
+
+    def adam_dense(self, param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                   correction1, correction2, eps):
+        cuda_optim.adam_dense(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                              correction1, correction2, eps, stream=self.stream)
+
+    def adam_blocks(self, param, ids, values, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                    correction1, correction2, eps):
+        cuda_optim.adam_blocks(param, ids, values, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                               correction1, correction2, eps, stream=self.stream)
 
     def softmax_rows(self, x, out):
         cuda_softmax.softmax_rows(x, out, stream=self.stream)

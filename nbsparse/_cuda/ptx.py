@@ -14,7 +14,7 @@ import functools
 import sys
 import time
 
-from . import blocksparse, hsoftmax, launch, softmax
+from . import blocksparse, hsoftmax, launch, optim, softmax
 
 DTYPES = ("float32", "float64")
 
@@ -61,6 +61,11 @@ def kernels(threads=128, tile=32):
         "nll_forward": (nll_forward, lambda t: (a(t, 2), a(t, 2), i1, i1, a(t, 1))),
         "nll_backward": (nll_backward,
                          lambda t: (a(t, 1), a(t, 2), a(t, 2), i1, i1, a(t, 2), a(t, 2))),
+        "sgd_dense": (optim._sgd_dense, lambda t: (a(t, 1), a(t, 1), t)),
+        "sgd_blocks": (optim._sgd_blocks, lambda t: (a(t, 2), i1, a(t, 2), t)),
+        "adam_dense": (optim._adam_dense, lambda t: (a(t, 1), a(t, 1), a(t, 1), a(t, 1)) + (t,) * 8),
+        "adam_blocks": (optim._adam_blocks,
+                        lambda t: (a(t, 2), i1, a(t, 2), a(t, 2), a(t, 2)) + (t,) * 8),
     }
     return {name: (kernel.py_func, argtypes) for name, (kernel, argtypes) in table.items()}
 
