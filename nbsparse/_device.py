@@ -24,9 +24,9 @@ from numba import cuda  # noqa: E402  (after the check above, which names the mi
 from . import _cuda  # noqa: E402
 from ._cuda import blocksparse as cuda_blocksparse  # noqa: E402
 from ._cuda import hsoftmax as cuda_hsoftmax  # noqa: E402
+from ._cuda import optim as cuda_optim  # noqa: E402
 from ._cuda import softmax as cuda_softmax  # noqa: E402
 from ._cuda.launch import SIM  # noqa: E402
-from .optim import GPU_NOT_YET as OPTIM_ON_GPU  # noqa: E402
 
 #: Most index values one ``count_outside`` launch checks: its counter is an int32,
 #: so a larger array could overflow it (2**32 bad values would even count as 0).
@@ -207,13 +207,6 @@ class DeviceBackend:
         return result
 
     # ------------------------------------------------------------------ block-list gradients
-    def _to_host(self, d):
-        """A small device array (indices) on the host, once the call's stream has produced it."""
-        host = d.copy_to_host(stream=self.stream)
-        if self.stream:  # the copy is asynchronous on a non-default stream
-            self.stream.synchronize()
-        return host
-
     def from_host_index(self, index):
         return cuda.to_device(np.ascontiguousarray(index, dtype=np.intp), stream=self.stream)
 
@@ -228,8 +221,8 @@ class DeviceBackend:
         """
         batch, x_win, x_size = x.shape
         y_win, y_size = y.shape[1], y.shape[2]
-        pair_of_term = (self._to_host(x_idx).reshape(batch, x_win, 1) * grid[1]
-                        + self._to_host(y_idx).reshape(batch, 1, y_win)).ravel()
+        pair_of_term = (self.to_host(x_idx).reshape(batch, x_win, 1) * grid[1]
+                        + self.to_host(y_idx).reshape(batch, 1, y_win)).ravel()
         pairs, pair_id = np.unique(pair_of_term, return_inverse=True)
         index = np.empty((pairs.size, 2), np.intp)
         index[:, 0], index[:, 1] = np.divmod(pairs, grid[1])
@@ -250,18 +243,18 @@ class DeviceBackend:
 
     def bias_grad_blocks(self, g, output_idx):
         """``(host index, device values)``: the distinct ``output_idx`` values and their rows."""
-        blocks, rank = np.unique(self._to_host(output_idx), return_inverse=True)
+        blocks, rank = np.unique(self.to_host(output_idx), return_inverse=True)
         values = self.zeros((blocks.size, g.shape[2]), g.dtype)
         self.bias_grad(values, g, self.from_host_index(rank.reshape(output_idx.shape)))
         return blocks.astype(np.intp).reshape(-1, 1), values
 
     def all_in_grid(self, index, grid):
-        host = self._to_host(as_device(index))
+        host = self.to_host(index)
         return bool(((host >= 0) & (host < np.asarray(grid, dtype=np.intp))).all())
 
     def scatter_blocks(self, out, index, values):
         """``out[tuple(index[k])] = values[k]``: one launch over the listed blocks' elements."""
-        host = self._to_host(as_device(index))
+        host = self.to_host(index)
         d = host.shape[1]
         grid_blocks = int(np.prod(out.shape[:d]))
         block = int(np.prod(out.shape[d:]))
@@ -272,24 +265,13 @@ class DeviceBackend:
         _cuda.arrays.scatter_rows(out.reshape(grid_blocks, block), self.from_host_index(ids),
                                   src.reshape(host.shape[0], block), stream=self.stream)
 
-    # ------------------------------------------------------------------ optimizer steps: not yet on the GPU
-    @staticmethod
-    def sgd_dense(param, grad, lr):
-        raise NotImplementedError(OPTIM_ON_GPU)
-
-    @staticmethod
-    def sgd_blocks(param, ids, values, lr):
-        raise NotImplementedError(OPTIM_ON_GPU)
-
-    @staticmethod
-    def adam_dense(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
-                   correction1, correction2, eps):
-        raise NotImplementedError(OPTIM_ON_GPU)
-
-    @staticmethod
-    def adam_blocks(param, ids, values, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
-                    correction1, correction2, eps):
-        raise NotImplementedError(OPTIM_ON_GPU)
+    def to_host(self, a):
+        """A small device array copied to a new C-contiguous host array (synchronises the stream)."""
+        d = self.floats(as_device(a).dtype, a)
+        host = d.copy_to_host(stream=self.stream)
+        if self.stream:  # the copy is asynchronous on a non-default stream
+            self.stream.synchronize()
+        return host
 
     # ------------------------------------------------------------------ kernels, on the call's stream
     def gemv(self, o, W, h, input_idx, output_idx):
@@ -308,6 +290,22 @@ class DeviceBackend:
     def bias_grad(self, db, g, output_idx):
         cuda_blocksparse.bias_grad(db, g, output_idx, stream=self.stream,
                                    deterministic=self.deterministic)
+
+    def sgd_dense(self, param, grad, lr):
+        cuda_optim.sgd_dense(param, grad, lr, stream=self.stream)
+
+    def sgd_blocks(self, param, ids, values, lr):
+        cuda_optim.sgd_blocks(param, ids, values, lr, stream=self.stream)
+
+    def adam_dense(self, param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                   correction1, correction2, eps):
+        cuda_optim.adam_dense(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                              correction1, correction2, eps, stream=self.stream)
+
+    def adam_blocks(self, param, ids, values, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                    correction1, correction2, eps):
+        cuda_optim.adam_blocks(param, ids, values, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                               correction1, correction2, eps, stream=self.stream)
 
     def softmax_rows(self, x, out):
         cuda_softmax.softmax_rows(x, out, stream=self.stream)

@@ -7,8 +7,10 @@ with no temporary of the parameter's size.
 
 Every check runs before anything is written, so a call that raises leaves the
 parameter and the Adam state (``step`` included) as they were. The steps run
-on the CPU for NumPy arrays; GPU and Dask arrays raise ``NotImplementedError``
-for now. Importing this module imports neither Numba nor Dask.
+on the CPU for NumPy arrays and on the GPU for CUDA arrays (CuPy, Numba device
+arrays: the kernels of ``nbsparse._cuda.optim``, on the caller's stream); Dask
+arrays raise ``NotImplementedError`` for now. Importing this module imports
+neither Numba nor Dask, and a call on NumPy arrays never loads ``numba.cuda``.
 """
 
 import math
@@ -24,7 +26,6 @@ from ._results import BlockGrad
 
 __all__ = ["AdamState", "adam", "sgd"]
 
-GPU_NOT_YET = "nbsparse.optim on GPU arrays is not implemented yet"
 DASK_NOT_YET = "nbsparse.optim on Dask arrays is not implemented yet"
 
 
@@ -54,8 +55,28 @@ class AdamState:
 
     @classmethod
     def zeros_like(cls, param):
-        """A fresh state for ``param``: ``m`` and ``v`` C-contiguous zeros like ``param``, ``step`` 0."""
+        """A fresh state for ``param``: ``m`` and ``v`` C-contiguous zeros like ``param``, ``step`` 0.
+
+        For a GPU ``param`` they are device zeros of its kind: CuPy arrays for a CuPy
+        ``param``, else Numba device arrays.
+        """
+        if _on_device(param):
+            return cls(_device_zeros_like(param), _device_zeros_like(param), 0)
         return cls(np.zeros_like(param, order="C"), np.zeros_like(param, order="C"), 0)
+
+
+def _on_device(a):
+    """True for a GPU array (as ``nbsparse._kinds.array_kind``; anything else goes to NumPy as before)."""
+    return not isinstance(a, np.ndarray) and (hasattr(a, "__cuda_array_interface__")
+                                               or getattr(a, "__cuda_ndarray__", False))
+
+
+def _device_zeros_like(param):
+    from ._device import DeviceBackend, _cupy, _is_cupy
+
+    if _is_cupy(param):
+        return _cupy().zeros_like(param, order="C")
+    return DeviceBackend([param]).zeros(tuple(param.shape), np.dtype(param.dtype))
 
 
 def sgd(param, grad, lr):
@@ -63,8 +84,10 @@ def sgd(param, grad, lr):
 
     Parameters
     ----------
-    param : numpy.ndarray
+    param : numpy.ndarray or GPU array
         The float32 or float64 weight, C-contiguous and writeable; updated in place.
+        A GPU array (CuPy, Numba device array) is updated on the GPU, with every
+        other array of the call on the GPU too.
     grad : numpy.ndarray or BlockGrad
         Shaped like ``param``, or a :class:`~nbsparse.BlockGrad` whose ``index``
         ``(n, d)`` lists blocks of ``param``'s grid ``param.shape[:d]`` (rows
@@ -75,8 +98,8 @@ def sgd(param, grad, lr):
 
     Returns
     -------
-    numpy.ndarray
-        ``param`` itself.
+    numpy.ndarray or GPU array
+        ``param`` itself (the caller's object).
 
     Raises
     ------
@@ -89,7 +112,7 @@ def sgd(param, grad, lr):
     IndexError
         An ``index`` row outside ``param``'s block grid.
     NotImplementedError
-        GPU or Dask arrays.
+        Dask arrays.
 
     Examples
     --------
@@ -105,17 +128,18 @@ def sgd(param, grad, lr):
            [-0.5, -0.5],
            [ 0.5,  0.5]])
     """
-    _check_kinds(param, grad)
+    side = _check_kinds(param, grad)
     _check_dtypes(param, grad)
     lr = _check_lr(lr)
-    ids, values = _check_grad_shape(param, grad)
-    _check_updatable("param", param)
-    ids = _check_block_index(param, grad, ids)
-    scalar = param.dtype.type
+    _check_grad_shape(param, grad)
+    _check_updatable(side, "param", param)
+    ids = _check_block_index(side, param, grad)
+
+    scalar = np.dtype(param.dtype).type
     if ids is None:
-        HOST_BACKEND.sgd_dense(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1), scalar(lr))
+        side.backend.sgd_dense(side.flat(param), side.flat_values(grad), scalar(lr))
     else:
-        HOST_BACKEND.sgd_blocks(_as_blocks(param, grad), ids, values, scalar(lr))
+        side.backend.sgd_blocks(side.blocks(param, grad), side.ids(ids), side.block_values(param, grad), scalar(lr))
     return param
 
 
@@ -135,8 +159,10 @@ def adam(param, grad, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
 
     Parameters
     ----------
-    param : numpy.ndarray
+    param : numpy.ndarray or GPU array
         The float32 or float64 weight, C-contiguous and writeable; updated in place.
+        A GPU array (CuPy, Numba device array) is updated on the GPU, with every
+        other array of the call on the GPU too.
     grad : numpy.ndarray or BlockGrad
         As in :func:`sgd`.
     state : AdamState
@@ -151,8 +177,8 @@ def adam(param, grad, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
 
     Returns
     -------
-    numpy.ndarray
-        ``param`` itself.
+    numpy.ndarray or GPU array
+        ``param`` itself (the caller's object).
 
     Raises
     ------
@@ -166,7 +192,7 @@ def adam(param, grad, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
     IndexError
         An ``index`` row outside ``param``'s block grid.
     NotImplementedError
-        GPU or Dask arrays.
+        Dask arrays.
 
     Examples
     --------
@@ -184,7 +210,7 @@ def adam(param, grad, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
     """
     if not isinstance(state, AdamState):
         raise TypeError(f"state must be an nbsparse.optim.AdamState, got {type(state).__name__}")
-    _check_kinds(param, grad, state)
+    side = _check_kinds(param, grad, state)
     _check_dtypes(param, grad, state)
     lr = _check_lr(lr)
     beta1 = _check_beta("beta1", beta1)
@@ -193,30 +219,115 @@ def adam(param, grad, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
     if not (math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be finite and > 0, got {eps}")
     step = v.check_count("state.step", state.step, minimum=0)
-    ids, values = _check_grad_shape(param, grad)
+    _check_grad_shape(param, grad)
     for name, a in (("state.m", state.m), ("state.v", state.v)):
         v.check_shape(name, a, param.shape, "the shape of param")
     for name, a in (("param", param), ("state.m", state.m), ("state.v", state.v)):
-        _check_updatable(name, a)
-    ids = _check_block_index(param, grad, ids)
+        _check_updatable(side, name, a)
+    ids = _check_block_index(side, param, grad)
 
     state.step = t = step + 1
-    scalar = param.dtype.type
+    scalar = np.dtype(param.dtype).type
     scalars = (scalar(lr), scalar(beta1), scalar(beta2), scalar(1.0 - beta1), scalar(1.0 - beta2),
                scalar(1.0 - beta1**t), scalar(1.0 - beta2**t), scalar(eps))
     if ids is None:
-        HOST_BACKEND.adam_dense(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
-                                state.m.reshape(-1), state.v.reshape(-1), *scalars)
+        side.backend.adam_dense(side.flat(param), side.flat_values(grad), side.flat(state.m), side.flat(state.v),
+                                *scalars)
     else:
-        HOST_BACKEND.adam_blocks(_as_blocks(param, grad), ids, values, _as_blocks(state.m, grad),
-                                 _as_blocks(state.v, grad), *scalars)
+        side.backend.adam_blocks(side.blocks(param, grad), side.ids(ids), side.block_values(param, grad),
+                                 side.blocks(state.m, grad), side.blocks(state.v, grad), *scalars)
     return param
+
+
+# --------------------------------------------------------------------------- host and device
+
+class _Host:
+    """The host side of a call: NumPy arrays, the CPU kernels."""
+
+    backend = HOST_BACKEND
+
+    @staticmethod
+    def writeable(a):
+        return a.flags.writeable
+
+    @staticmethod
+    def c_contiguous(a):
+        return a.flags.c_contiguous
+
+    @staticmethod
+    def host_index(index):
+        return index
+
+    @staticmethod
+    def flat(a):
+        """The C-contiguous caller's array ``a``, 1-D (a view: the kernels write through it)."""
+        return a.reshape(-1)
+
+    @staticmethod
+    def flat_values(grad):
+        return np.ascontiguousarray(grad).reshape(-1)
+
+    @staticmethod
+    def blocks(a, grad):
+        return _as_blocks(a, grad)
+
+    @staticmethod
+    def block_values(param, grad):
+        return _values_2d(param, grad, np.ascontiguousarray(grad.values))
+
+    @staticmethod
+    def ids(ids):
+        return ids
+
+
+_HOST = _Host()
+
+
+class _Device:
+    """The GPU side of a call: zero-copy Numba views of the caller's arrays, the CUDA kernels on its stream."""
+
+    def __init__(self, arrays):
+        from ._device import DeviceBackend, as_device
+
+        self.backend = DeviceBackend(arrays)
+        self._as_device = as_device
+
+    def writeable(self, a):
+        return self.backend.is_writeable(a)
+
+    def c_contiguous(self, a):
+        return self._as_device(a).is_c_contiguous()
+
+    def host_index(self, index):
+        """``index`` copied to the host (it is small: one row per listed block), for the checks and the ids."""
+        return self.backend.to_host(index)
+
+    def flat(self, a):
+        """The C-contiguous caller's array ``a`` as a 1-D device view (the kernels write through it)."""
+        return self._as_device(a).reshape(math.prod(a.shape))
+
+    def flat_values(self, grad):
+        return self._contiguous(grad).reshape(math.prod(grad.shape))
+
+    def blocks(self, a, grad):
+        return _as_blocks(self._as_device(a), grad)
+
+    def block_values(self, param, grad):
+        return _values_2d(param, grad, self._contiguous(grad.values))
+
+    def ids(self, ids):
+        return self.backend.indices(ids)
+
+    def _contiguous(self, a):
+        """``a`` as a C-contiguous device array: a view, or a copy on the device when ``a`` is strided."""
+        return self.backend.floats(np.dtype(a.dtype), a)
 
 
 # --------------------------------------------------------------------------- checks
 
 def _check_kinds(param, grad, state=None):
-    """TypeError for non-arrays and host mixed with device; NotImplementedError for GPU and Dask arrays."""
+    """The side of the call (``_HOST`` or a ``_Device``); TypeError for non-arrays and host mixed
+    with device, NotImplementedError for Dask arrays."""
     if isinstance(grad, BlockGrad):
         names, arrays = ["param", "grad.index", "grad.values"], [param, grad.index, grad.values]
     else:
@@ -227,7 +338,8 @@ def _check_kinds(param, grad, state=None):
     if any_dask_array(arrays):
         raise NotImplementedError(DASK_NOT_YET)
     if check_sides(names, arrays)[DEVICE]:
-        raise NotImplementedError(GPU_NOT_YET)
+        return _Device(arrays)
+    return _HOST
 
 
 def _check_dtypes(param, grad, state=None):
@@ -257,11 +369,10 @@ def _check_beta(name, beta):
 
 
 def _check_grad_shape(param, grad):
-    """Shape checks of ``grad``; returns ``(index, values)`` for a BlockGrad (values as
-    C-contiguous ``(n, block_size)``), ``(None, None)`` for a dense ``grad``."""
+    """Shape checks of ``grad``: shaped like ``param``, or a BlockGrad of ``param``'s blocks."""
     if not isinstance(grad, BlockGrad):
         v.check_shape("grad", grad, param.shape, "the shape of param")
-        return None, None
+        return
     index, values = grad.index, grad.values
     if index.ndim != 2 or not 1 <= index.shape[1] <= param.ndim:
         raise ValueError(f"grad.index must be 2-D (n, d) with 1 <= d <= param.ndim = {param.ndim}, "
@@ -269,28 +380,29 @@ def _check_grad_shape(param, grad):
     n, d = index.shape
     v.check_shape("grad.values", values, (n, *param.shape[d:]),
                   f"(n, *param.shape[{d}:]): a block of param for each of the {n} rows of grad.index")
-    return index, np.ascontiguousarray(values).reshape(n, math.prod(param.shape[d:]))
 
 
-def _check_updatable(name, a):
-    if not a.flags.writeable:
+def _check_updatable(side, name, a):
+    if not side.writeable(a):
         raise ValueError(f"{name} is read-only")
-    if not a.flags.c_contiguous:
+    if not side.c_contiguous(a):
         raise ValueError(f"{name} must be C-contiguous (it is updated in place, so it cannot be copied)")
 
 
-def _check_block_index(param, grad, index):
-    """The flat block ids of a BlockGrad's ``index`` in ``param``'s grid (None for a dense ``grad``).
+def _check_block_index(side, param, grad):
+    """The flat block ids (a host ``intp`` array) of a BlockGrad's ``index`` in ``param``'s grid
+    (None for a dense ``grad``). A device ``index`` is copied to the host first.
 
     IndexError for a row outside the grid; ValueError unless the rows strictly
     increase in lexicographic order (then the ids strictly increase: no block twice).
     """
-    if index is None:
+    if not isinstance(grad, BlockGrad):
         return None
-    n, d = index.shape
+    n, d = grad.index.shape
     grid = tuple(param.shape[:d])
     if n == 0:
         return np.empty(0, dtype=np.intp)
+    index = side.host_index(grad.index)
     outside = np.zeros(n, dtype=bool)
     for k, size in enumerate(grid):  # per column, against a Python int: exact for any integer dtype
         outside |= (index[:, k] < 0) | (index[:, k] >= size)
@@ -315,3 +427,9 @@ def _as_blocks(a, grad):
     """The C-contiguous ``a`` viewed as ``(n_grid_blocks, block_size)`` for ``grad``'s blocks."""
     d = grad.index.shape[1]
     return a.reshape(math.prod(a.shape[:d]), math.prod(a.shape[d:]))
+
+
+def _values_2d(param, grad, values):
+    """The C-contiguous ``values`` of ``grad`` viewed as ``(n, block_size)``."""
+    n, d = grad.index.shape
+    return values.reshape(n, math.prod(param.shape[d:]))

@@ -14,7 +14,7 @@ import functools
 import sys
 import time
 
-from . import arrays, blocksparse, hsoftmax, launch, softmax
+from . import arrays, blocksparse, hsoftmax, launch, optim, softmax
 
 DTYPES = ("float32", "float64")
 
@@ -63,6 +63,11 @@ def kernels(threads=128, tile=32):
                          lambda t: (a(t, 1), a(t, 2), a(t, 2), i1, i1, a(t, 2), a(t, 2))),
         "gather_rows": (arrays._gather_rows, lambda t: (a(t, 2), a(t, 2), i1)),
         "scatter_rows": (arrays._scatter_rows, lambda t: (a(t, 2), i1, a(t, 2))),
+        "sgd_dense": (optim._sgd_dense, lambda t: (a(t, 1), a(t, 1), t)),
+        "sgd_blocks": (optim._sgd_blocks, lambda t: (a(t, 2), i1, a(t, 2), t)),
+        "adam_dense": (optim._adam_dense, lambda t: (a(t, 1), a(t, 1), a(t, 1), a(t, 1)) + (t,) * 8),
+        "adam_blocks": (optim._adam_blocks,
+                        lambda t: (a(t, 2), i1, a(t, 2), a(t, 2), a(t, 2)) + (t,) * 8),
     }
     return {name: (kernel.py_func, argtypes) for name, (kernel, argtypes) in table.items()}
 

@@ -205,7 +205,7 @@ class FakeCupyArray:
 STREAM_PTR = 0x5EED
 
 def make_fake_cupy():
-    """A module standing in for ``cupy``: ``ndarray``, ``asarray`` and ``cuda.get_current_stream``."""
+    """A module standing in for ``cupy``: ``ndarray``, ``asarray``, ``zeros_like`` and ``cuda.get_current_stream``."""
     cp = types.ModuleType("cupy")
     cp.ndarray = type("ndarray", (FakeCupyArray,), {"__module__": "cupy"})
     cp.stream_requests = []
@@ -221,7 +221,11 @@ def make_fake_cupy():
         cp.stream_requests.append(STREAM_PTR)
         return types.SimpleNamespace(ptr=STREAM_PTR)
 
+    def zeros_like(a, order="K"):
+        return cp.ndarray(np.zeros(a.shape, dtype=a.dtype, order="C" if order in "CK" else order))
+
     cp.asarray = asarray
+    cp.zeros_like = zeros_like
     cp.cuda = types.SimpleNamespace(get_current_stream=get_current_stream)
     return cp
 
