@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import nbsparse as nbs
 from nbsparse import _reference
+from nbsparse._optable import OP
 from nbsparse._overlap import byte_extent, extents_overlap
 from tests.support.fuzzing import OPS, calls, check_host_call, examples, truncated_class_problem
 
@@ -25,6 +26,26 @@ from tests.support.fuzzing import OPS, calls, check_host_call, examples, truncat
 @given(data=st.data())
 def test_fuzz_against_the_reference(op, data):
     check_host_call(data.draw(calls(op), label="call"))
+
+
+GRADIENT_OPS = [op for op in OPS if OP[op].gradient]
+
+
+@pytest.mark.parametrize("op", GRADIENT_OPS)
+@settings(max_examples=examples())
+@given(data=st.data())
+def test_fuzzed_block_lists_are_the_dense_gradients_bit_for_bit(op, data):
+    """``sparse=True`` on the same drawn call: every ``BlockGrad``'s ``to_dense`` is the dense field's bits."""
+    fz = data.draw(calls(op), label="call")
+    dense = fz.func(**fz.kwargs())
+    sparse = fz.func(**fz.kwargs(), sparse=True)
+    assert type(sparse) is type(dense)
+    for field in dense._fields:
+        got, want = getattr(sparse, field), getattr(dense, field)
+        if isinstance(got, nbs.BlockGrad):
+            got = got.to_dense(want.shape)
+        assert got.dtype == want.dtype and got.shape == want.shape, field
+        assert got.tobytes() == want.tobytes(), field
 
 
 # --------------------------------------------------------------------------- aliasing, pinned
