@@ -28,7 +28,7 @@ import pytest
 from numpy.lib.stride_tricks import as_strided
 
 import nbsparse as nbs
-from nbsparse import _cpu
+from nbsparse import _cpu, optim
 
 CPU_MODULES = tuple(importlib.import_module(f"nbsparse._cpu.{m.name}")
                     for m in pkgutil.iter_modules(_cpu.__path__))
@@ -75,6 +75,15 @@ def run_every_op_once():
         nbs.h_softmax_grad(np.ones(3, dtype), *args, target=np.array([0, 4, 2]))
         nbs.h_softmax_nll(*args, np.array([0, 4, 2]))
         nbs.h_softmax_nll_grad(np.ones(3, dtype), *args, np.array([0, 4, 2]))
+        # Block lists: many terms per block (the outer update on touched rows and columns) and few.
+        nbs.h_softmax_nll_grad(np.ones(3, dtype), *args, np.array([0, 4, 2]), sparse=True)
+        W_wide = rng.standard_normal((20, 30, 4, 5)).astype(dtype)
+        nbs.sparse_block_dot_grad(g, W_wide, h, idx_in, rng.standard_normal((30, 5)).astype(dtype), idx_out,
+                                  sparse=True)
+        state = optim.AdamState.zeros_like(W)
+        for grad in (np.ones_like(W), nbs.BlockGrad(np.array([[0, 1]]), np.ones((1, 4, 5), dtype))):
+            optim.sgd(W, grad, 0.1)
+            optim.adam(W, grad, state)
 
 
 def infer_types(func, signature):
@@ -220,7 +229,7 @@ def _allowed_in_count_outside(name, ty):
 
 
 def test_cuda_kernels_compute_every_index_in_64_bits(cuda_integer_types):
-    assert len(cuda_integer_types) == 2 * 16 + 2 + 8 + 1
+    assert len(cuda_integer_types) == 2 * 22 + 2 + 8 + 1  # PTX table x 2 dtypes, fill, count_outside, split
     narrow = {}
     for kernel, typemap in cuda_integer_types.items():
         registers = {n for n, ty in typemap.items()
