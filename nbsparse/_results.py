@@ -67,3 +67,8 @@ def _lazy_dense(grad, shape):
     dense = dask.delayed(_dense_of)(grad.index, grad.values, shape)
     return da.from_delayed(dense, shape, dtype=grad.values.dtype,
                            meta=meta_from_array(grad.values._meta, len(shape), grad.values.dtype))
+
+
+HSoftmaxTopK = namedtuple("HSoftmaxTopK", ["indices", "log_probs"])
+HSoftmaxTopK.__doc__ = ("The ``k`` most likely outputs of each row, by decreasing probability (ties by increasing "
+                        "output index): ``indices`` ``(batch, k)`` ``intp`` and their ``log_probs``.")
