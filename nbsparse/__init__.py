@@ -7,7 +7,7 @@ chunk by chunk. Importing nbsparse compiles nothing and imports neither Numba
 nor Dask; kernels are compiled (and cached on disk) at first use.
 """
 
-from ._results import BlockGrad, HSoftmaxGrad, SparseBlockDotGrad
+from ._results import BlockGrad, HSoftmaxGrad, HSoftmaxTopK, SparseBlockDotGrad
 from ._version import __version__
 from .blocksparse import (
     sparse_block_dot,
@@ -16,17 +16,20 @@ from .blocksparse import (
     sparse_block_outer,
 )
 from .hsoftmax import h_softmax, h_softmax_grad, h_softmax_nll, h_softmax_nll_grad
+from .inference import h_softmax_topk
 from .softmax import softmax, softmax_grad
 
 __all__ = [
     "BlockGrad",
     "HSoftmaxGrad",
+    "HSoftmaxTopK",
     "SparseBlockDotGrad",
     "__version__",
     "h_softmax",
     "h_softmax_grad",
     "h_softmax_nll",
     "h_softmax_nll_grad",
+    "h_softmax_topk",
     "softmax",
     "softmax_grad",
     "sparse_block_dot",

@@ -119,6 +119,10 @@ class Backend(Protocol):
     def nll_backward(self, g, a_class, a_slot, classes, slots, d_class, d_slot):
         """``d = g[n] * (softmax(a) - onehot(target))`` at both levels."""
 
+    def h_softmax_topk(self, p, k):
+        """``(indices, log_probs, classes_read)``: each row's ``k`` most likely outputs of the
+        problem ``p`` (built without a target), sorted, and the class blocks read per row."""
+
     def h_softmax_full(self, problem):
         """Full-mode ``h_softmax`` of an ``nbsparse._hierarchy.Problem``: a new ``(batch, n_outputs)`` array."""
 

@@ -193,3 +193,8 @@ def h_softmax_nll_grad(public, grad_output, x, batch_size, n_outputs, n_classes,
     return _h_softmax_backward(public, grad_output, x, batch_size, n_outputs,
                                n_classes, n_outputs_per_class, W1, b1, W2, b2, target, deterministic,
                                sparse, loss="h_softmax_nll")
+
+
+def h_softmax_topk(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, k):
+    """:func:`nbsparse.h_softmax_topk` on Dask arrays: not yet."""
+    raise NotImplementedError("h_softmax_topk on Dask arrays is not implemented yet")

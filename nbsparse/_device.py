@@ -330,6 +330,10 @@ class DeviceBackend:
         cuda_hsoftmax.nll_backward(g, a_class, a_slot, classes, slots, d_class, d_slot,
                                    stream=self.stream)
 
+    @staticmethod
+    def h_softmax_topk(p, k):
+        raise NotImplementedError("h_softmax_topk on GPU arrays is not implemented yet")
+
     def h_softmax_full(self, p):
         """Full-mode ``h_softmax``: both levels' probabilities by the block-sparse
         kernels, joined by ``full_forward`` (one thread per output)."""

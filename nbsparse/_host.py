@@ -214,6 +214,17 @@ class HostBackend:
         _launch(_kernels().optim.adam_blocks, param, ids, values, m, v, lr, beta1, beta2, one_minus_beta1,
                 one_minus_beta2, correction1, correction2, eps, items=values.size)
 
+    @staticmethod
+    def h_softmax_topk(p, k):
+        """``(indices, log_probs, classes_read)`` of ``_cpu.topk.topk`` on the problem ``p`` (no target)."""
+        a_class = p.class_activations()
+        indices = np.empty((p.batch, k), np.intp)
+        log_probs = np.empty((p.batch, k), p.dtype)
+        classes_read = np.empty(p.batch, np.intp)
+        _launch(_kernels().topk.topk, a_class, p.h.reshape(p.batch, p.n_in), p.W2.reshape(p.n_classes, p.n_in, p.K),
+                p.b2, p.n_outputs, indices, log_probs, classes_read, items=p.batch * p.n_in * p.n_classes * p.K)
+        return indices, log_probs, classes_read
+
     def h_softmax_full(self, p):
         """Full-mode ``h_softmax``: BLAS products around one fused kernel (``full_dense``)."""
         out = self.empty((p.batch, p.n_outputs), p.dtype)

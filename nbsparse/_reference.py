@@ -224,3 +224,13 @@ def adam(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         v_new = beta2 * v + (1 - beta2) * g * g
         p_new = param - lr * (m_new / (1 - beta1**t)) / (np.sqrt(v_new / (1 - beta2**t)) + eps)
     return (np.where(listed, p_new, param), np.where(listed, m_new, m), np.where(listed, v_new, v), t)
+
+
+def h_softmax_topk(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, k):
+    """Full mode, each row sorted by decreasing probability (ties: increasing index): ``(indices, log_probs)``."""
+    with np.errstate(divide="ignore"):
+        log_probs = np.log(h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2))
+    order = np.stack([np.lexsort((np.arange(n_outputs), -row)) for row in log_probs]) if batch_size else \
+        np.zeros((0, n_outputs), np.intp)
+    order = order[:, :k].astype(np.intp)
+    return order, np.take_along_axis(log_probs, order, axis=1)

@@ -12,6 +12,6 @@ constants (``tuning``) and the cached compilation (``jit``). Importing them
 compiles nothing and starts no thread.
 """
 
-from . import grads, hsoftmax, optim, outer, products, softmax, tuning
+from . import grads, hsoftmax, optim, outer, products, softmax, topk, tuning
 
-__all__ = ["grads", "hsoftmax", "optim", "outer", "products", "softmax", "tuning"]
+__all__ = ["grads", "hsoftmax", "optim", "outer", "products", "softmax", "topk", "tuning"]

@@ -118,6 +118,7 @@ MIN_ITEMS_PER_THREAD = {
     "target_backward": 14336,
     "nll_forward": 1792,
     "nll_backward": 896,
+    "topk": 16384,  # items: slot-level multiply-adds if every class were read; not yet measured
     # The optimizer steps, in elements updated: memory-bound elementwise loops like
     # softmax_grad_rows, given its entry (Adam, which reads and writes three arrays and
     # takes a square root and two divisions per element, half of it). Not yet measured

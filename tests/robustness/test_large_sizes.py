@@ -80,6 +80,7 @@ def run_every_op_once():
         W_wide = rng.standard_normal((20, 30, 4, 5)).astype(dtype)
         nbs.sparse_block_dot_grad(g, W_wide, h, idx_in, rng.standard_normal((30, 5)).astype(dtype), idx_out,
                                   sparse=True)
+        nbs.h_softmax_topk(*args, 4)
         state = optim.AdamState.zeros_like(W)
         for grad in (np.ones_like(W), nbs.BlockGrad(np.array([[0, 1]]), np.ones((1, 4, 5), dtype))):
             optim.sgd(W, grad, 0.1)

@@ -16,6 +16,7 @@ import numba
 import numpy as np
 import pytest
 
+import nbsparse as nbs
 from nbsparse import BlockGrad, _host, _load, _team, _threads, optim
 from nbsparse._cpu import tuning
 from nbsparse._optable import OPS, problem
@@ -189,6 +190,9 @@ def test_every_parallel_launch_states_its_work_and_has_an_entry(monkeypatch):
             if op.gradient:  # and as block lists
                 op.func(**op.kwargs(arrays), sparse=True)
         optimizer_steps(dtype)
+        hsm = [arrays[name] for name in ("x", "batch_size", "n_outputs", "n_classes", "n_outputs_per_class",
+                                         "W1", "b1", "W2", "b2")]
+        nbs.h_softmax_topk(*hsm, 3)
     parallel = {name for name, _, is_parallel in launches if is_parallel}
     with_items = {name for name, items, _ in launches if items is not None}
     assert parallel, "no parallel kernel was launched"
