@@ -12,7 +12,7 @@ import gc
 import json
 import time
 
-from . import cases, load, machine, report, scaling, timing, workloads
+from . import cases, load, machine, report, scaling, timing, topk, workloads
 
 DTYPES = ("float32", "float64")
 
@@ -105,9 +105,18 @@ def main(argv=None):
     parser.add_argument("--scaling", action="store_true",
                         help="one training step of the h_softmax output layer (loss, gradient, Adam), dense "
                              "against sparse, at V = 10^4 to 4x10^6 (--quick: 10^4 and 10^5), instead of the peers")
+    parser.add_argument("--topk", action="store_true",
+                        help="top-10 through the hierarchy against full mode + argpartition, at V = 10^4 to 10^6 "
+                             "(--quick: 10^4), flat and peaked class distributions, instead of the peers")
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.topk:
+        out = topk.run(quick=args.quick, repeat=args.repeat or 3)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(out, f, indent=1)
+        return 0
     if args.scaling:
         out = scaling.run(quick=args.quick, repeat=args.repeat or 5)
         if args.json:
