@@ -151,3 +151,18 @@ def test_one_sparse_step_moves_the_parameters_as_one_dense_step():
         for m_sparse, m_dense in zip(sparse.moments[name], dense.moments[name]):
             np.testing.assert_allclose(m_sparse, m_dense, rtol=1e-12, atol=1e-300)
     assert not np.array_equal(sparse.W2, scaling.Layer(900, "float64").W2)  # it did move
+
+
+# --------------------------------------------------------------------------- --topk
+
+
+def test_topk_bench_checks_and_times_both_distributions():
+    from nbsparse.bench import topk
+
+    out = topk.run(repeat=1, vocabularies=(400,), print=lambda *a, **k: None)
+    rows = {r["classes"]: r for r in out["rows"]}
+    assert set(rows) == {"flat", "peaked"}
+    for r in rows.values():
+        assert r["V"] == 400 and r["n_classes"] == 20 and 1 <= r["classes_read"] <= 20
+        assert r["topk_ms"] > 0 and r["full_argpartition_ms"] > 0 and r["dense_argpartition_ms"] > 0
+    assert rows["peaked"]["classes_read"] < rows["flat"]["classes_read"]
