@@ -193,3 +193,15 @@ def h_softmax_nll_grad(public, grad_output, x, batch_size, n_outputs, n_classes,
     return _h_softmax_backward(public, grad_output, x, batch_size, n_outputs,
                                n_classes, n_outputs_per_class, W1, b1, W2, b2, target, deterministic,
                                sparse, loss="h_softmax_nll")
+
+
+def h_softmax_logprob(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
+                      candidates):
+    """:func:`nbsparse.h_softmax_logprob` on Dask arrays: not implemented yet."""
+    raise NotImplementedError("h_softmax_logprob on Dask arrays is not implemented yet (compute the arrays first)")
+
+
+def h_softmax_sample(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, *,
+                     seed=None):
+    """:func:`nbsparse.h_softmax_sample` on Dask arrays: not implemented yet."""
+    raise NotImplementedError("h_softmax_sample on Dask arrays is not implemented yet (compute the arrays first)")
