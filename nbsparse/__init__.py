@@ -16,7 +16,7 @@ from .blocksparse import (
     sparse_block_outer,
 )
 from .hsoftmax import h_softmax, h_softmax_grad, h_softmax_nll, h_softmax_nll_grad
-from .inference import h_softmax_topk
+from .inference import h_softmax_logprob, h_softmax_sample, h_softmax_topk
 from .softmax import softmax, softmax_grad
 
 __all__ = [
@@ -27,8 +27,10 @@ __all__ = [
     "__version__",
     "h_softmax",
     "h_softmax_grad",
+    "h_softmax_logprob",
     "h_softmax_nll",
     "h_softmax_nll_grad",
+    "h_softmax_sample",
     "h_softmax_topk",
     "softmax",
     "softmax_grad",

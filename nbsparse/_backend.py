@@ -132,6 +132,20 @@ class Backend(Protocol):
         Returns new arrays ``(x, W1, b1, W2, b2)``, each shaped like that argument.
         """
 
+    # -------------------------------------------------------------- inference (``nbsparse.inference``)
+    def h_softmax_logprob(self, problem, candidates):
+        """``log P(candidates[n, j] | x[n])`` in log space, a new ``(batch, m)`` array of the problem's dtype.
+
+        ``problem`` an ``nbsparse._hierarchy.Problem`` (built without a target; only its class
+        activations are used), ``candidates`` ``(batch, m)`` indices in ``[0, n_outputs)``;
+        only the candidates' class blocks of ``W2``/``b2`` are read.
+        """
+
+    def h_softmax_sample(self, problem, seed):
+        """A new ``(batch,)`` ``intp`` array: one output per row drawn from the problem's
+        probabilities renormalised over ``[0, n_outputs)``; row ``n``'s draws depend only on
+        ``(seed, n)`` (``seed`` an integer in ``[0, 2**64)``)."""
+
     # -------------------------------------------------------------- optimizer steps (``nbsparse.optim``)
     def sgd_dense(self, param, grad, lr):
         """``param -= lr * grad`` on 1-D arrays; ``lr`` a scalar of their dtype."""

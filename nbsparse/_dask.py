@@ -198,3 +198,15 @@ def h_softmax_nll_grad(public, grad_output, x, batch_size, n_outputs, n_classes,
 def h_softmax_topk(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, k):
     """:func:`nbsparse.h_softmax_topk` on Dask arrays: not yet."""
     raise NotImplementedError("h_softmax_topk on Dask arrays is not implemented yet")
+
+
+def h_softmax_logprob(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
+                      candidates):
+    """:func:`nbsparse.h_softmax_logprob` on Dask arrays: not implemented yet."""
+    raise NotImplementedError("h_softmax_logprob on Dask arrays is not implemented yet (compute the arrays first)")
+
+
+def h_softmax_sample(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, *,
+                     seed=None):
+    """:func:`nbsparse.h_softmax_sample` on Dask arrays: not implemented yet."""
+    raise NotImplementedError("h_softmax_sample on Dask arrays is not implemented yet (compute the arrays first)")

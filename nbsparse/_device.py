@@ -342,6 +342,14 @@ class DeviceBackend:
         cuda_hsoftmax.full_forward(p_class, p_slot, out, stream=self.stream)
         return out
 
+    @staticmethod
+    def h_softmax_logprob(p, candidates):
+        raise NotImplementedError("h_softmax_logprob/h_softmax_sample on GPU arrays are not implemented yet")
+
+    @staticmethod
+    def h_softmax_sample(p, seed):
+        raise NotImplementedError("h_softmax_logprob/h_softmax_sample on GPU arrays are not implemented yet")
+
     def h_softmax_full_grad(self, p, g):
         """Full-mode ``h_softmax_grad``: ``full_backward`` on both levels' probabilities,
         then back through the block-sparse products."""

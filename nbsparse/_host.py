@@ -252,6 +252,25 @@ class HostBackend:
                     d_slot.sum(axis=1))
 
 
+    # ------------------------------------------------------------------ inference (nbsparse.inference)
+    def h_softmax_logprob(self, p, candidates):
+        """``log P(candidates[n, j] | x[n])``: the class level, then ``logprob`` on the candidates' classes."""
+        batch, m = candidates.shape
+        out = self.empty((batch, m), p.dtype)
+        _launch(_kernels().inference.logprob, p.class_activations(), p.h.reshape(batch, p.n_in),
+                p.W2.reshape(p.n_classes, p.n_in, p.K), p.b2, candidates, p.K, out,
+                items=batch * min(m, p.n_classes) * p.n_in * p.K)
+        return out
+
+    def h_softmax_sample(self, p, seed):
+        """One output per row drawn by ``sample`` (one class block per row, two after a rejection)."""
+        out = self.empty((p.batch,), np.intp)
+        _launch(_kernels().inference.sample, p.class_activations(), p.h.reshape(p.batch, p.n_in),
+                p.W2.reshape(p.n_classes, p.n_in, p.K), p.b2, p.K, p.n_outputs, np.uint64(seed), out,
+                items=p.batch * p.n_in * p.K)
+        return out
+
+
 def _multiply_adds(a, b):
     """Multiply-adds of a block-sparse product between ``a`` ``(batch, a_win, a_size)`` and
     ``b`` ``(batch, b_win, b_size)``: a block of ``a_size x b_size`` per window pair of a row."""

@@ -167,6 +167,17 @@ def h_softmax_nll(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
     return -_log_softmax(a1)[rows, classes] - _log_softmax(a2)[rows, slots]
 
 
+def h_softmax_logprob(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                      W1, b1, W2, b2, candidates):
+    """``log h_softmax(...)[n, candidates[n, j]]`` in log space: class plus slot log-softmax."""
+    x, W1, b1, W2, b2 = _cast(_float_dtype(x, W1, b1, W2, b2), x, W1, b1, W2, b2)
+    candidates = np.asarray(candidates)
+    classes, slots = candidates // n_outputs_per_class, candidates % n_outputs_per_class
+    log_class = _log_softmax(x @ W1 + b1)                                        # (batch, C)
+    log_slot = _log_softmax(np.einsum("nd,cdk->nck", x, W2) + b2)                # (batch, C, K)
+    rows = np.arange(batch_size)[:, None]
+    return log_class[rows, classes] + log_slot[rows, classes, slots]
+
 def h_softmax_nll_grad(grad_output, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                        W1, b1, W2, b2, target):
     """Gradients of ``sum(grad_output * h_softmax_nll(...))``: ``g * (softmax - onehot)`` per level."""

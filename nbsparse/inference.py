@@ -9,11 +9,153 @@ for every row; the slot level per visited class. CPU kernels; GPU and Dask
 arrays raise ``NotImplementedError`` for now.
 """
 
+import numbers
+
+import numpy as np
+
+from . import _validate
 from ._checks import check_hsoftmax
 from ._dispatch import array_op
 from ._hierarchy import Problem
 from ._results import HSoftmaxTopK
-from ._validate import check_count
+
+
+@array_op("x", "W1", "b1", "W2", "b2", "candidates")
+def h_softmax_logprob(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
+                      candidates, *, backend):
+    """Log-probabilities of given candidate outputs under the hierarchical softmax.
+
+    Parameters
+    ----------
+    x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2
+        As for :func:`h_softmax`; only the ``W2``/``b2`` blocks of the candidates'
+        classes are read.
+    candidates : integer array, shape (batch, m)
+        ``m`` outputs per row in ``[0, n_outputs)``; repeats are allowed.
+
+    Returns
+    -------
+    array, shape (batch, m)
+        ``log P(candidates[n, j] | x[n])``, dtype ``np.result_type(x, W1, b1, W2, b2)``.
+
+    Raises
+    ------
+    TypeError
+        Non-array or non-float arguments, non-integer ``candidates`` or sizes, host
+        and device arrays mixed.
+    ValueError
+        As for :func:`h_softmax`, and ``candidates`` not 2-D with one row per row of ``x``.
+    IndexError
+        A candidate outside ``[0, n_outputs)``.
+    NotImplementedError
+        GPU or Dask arrays (CPU only for now).
+
+    See Also
+    --------
+    h_softmax_nll, h_softmax_sample, h_softmax
+
+    Notes
+    -----
+    In log space like :func:`h_softmax_nll`: with ``a1 = x @ W1 + b1``, the
+    candidate's class ``c = t // K``, slot ``k = t % K`` and
+    ``a2 = x @ W2[c] + b2[c]``, ``log_softmax(a1)[c] + log_softmax(a2)[k]``, so for
+    one candidate per row it is ``-h_softmax_nll(..., target=candidates[:, 0])`` to
+    rounding, and finite where the probability underflows. The slot activations of
+    a class are computed once per row, however many of its candidates share it.
+    With a truncated last class the slot softmax still runs over all ``K`` slots,
+    as in :func:`h_softmax`.
+
+    Examples
+    --------
+    >>> import numpy as np, nbsparse as nbs
+    >>> x = np.ones((1, 2))
+    >>> W1, b1 = np.zeros((2, 2)), np.zeros(2)
+    >>> W2, b2 = np.zeros((2, 2, 2)), np.zeros((2, 2))
+    >>> np.exp(nbs.h_softmax_logprob(x, 1, 4, 2, 2, W1, b1, W2, b2, np.array([[0, 3]])))
+    array([[0.25, 0.25]])
+    """
+    dtype, n_outputs, n_classes, K = check_hsoftmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                                                    W1, b1, W2, b2, None)
+    _validate.check_integer("candidates", candidates)
+    _validate.check_ndim("candidates", candidates, 2, "(batch, m)")
+    if candidates.shape[0] != x.shape[0]:
+        raise ValueError(f"candidates has {candidates.shape[0]} rows (shape {tuple(candidates.shape)}) "
+                         f"but x has {x.shape[0]}: one row of candidates per row of x")
+    backend.check_index_range("candidates", candidates, n_outputs, f"n_outputs = {n_outputs}")
+    p = Problem(backend, dtype, x, n_outputs, n_classes, K, W1, b1, W2, b2, None)
+    return backend.wrap(backend.h_softmax_logprob(p, backend.indices(candidates)))
+
+
+def _check_seed(seed):
+    """The seed as an int in ``[0, 2**64)``; a fresh one from NumPy's entropy for None."""
+    if seed is None:
+        return int(np.random.default_rng().integers(0, 2**63))
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed = {seed} is outside [0, 2**64)")
+    return int(seed)
+
+
+@array_op("x", "W1", "b1", "W2", "b2")
+def h_softmax_sample(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, *,
+                     seed=None, backend):
+    """Draw one output per row from the hierarchical softmax.
+
+    Parameters
+    ----------
+    x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2
+        As for :func:`h_softmax`.
+    seed : int, optional
+        In ``[0, 2**64)``: the same seed gives the same draws on the same backend,
+        whatever the number of threads. None (the default) takes a fresh seed from
+        ``np.random.default_rng()``.
+
+    Returns
+    -------
+    ndarray of intp, shape (batch,)
+        One output in ``[0, n_outputs)`` per row.
+
+    Raises
+    ------
+    TypeError
+        Non-array or non-float arguments, non-integer sizes or ``seed``, host and
+        device arrays mixed.
+    ValueError
+        As for :func:`h_softmax`, and a ``seed`` outside ``[0, 2**64)``.
+    NotImplementedError
+        GPU or Dask arrays (CPU only for now).
+
+    See Also
+    --------
+    h_softmax, h_softmax_logprob
+
+    Notes
+    -----
+    Draws from ``h_softmax(x, ...)`` renormalised over ``[0, n_outputs)``: a class
+    from the class softmax, then a slot from that class's slot softmax, both by
+    inverse CDF over float64 probabilities, so each row reads one class block of
+    ``W2``/``b2``. Classes wholly past ``n_outputs`` are never drawn; a slot past
+    ``n_outputs`` in a truncated last class is rejected, and the class and slot are
+    redrawn from the distribution of a draw accepted after any number of
+    rejections (which reads at most one more class block). Row ``n`` uses the
+    uniforms SplitMix64 gives for ``(seed, n, counter)``, so the draws do not depend
+    on the thread count. A row whose activations are NaN gets output 0.
+
+    Examples
+    --------
+    >>> import numpy as np, nbsparse as nbs
+    >>> x = np.ones((3, 2))
+    >>> W1, b1 = np.zeros((2, 2)), np.array([0.0, -1e4])  # class 1 never drawn
+    >>> W2, b2 = np.zeros((2, 2, 2)), np.array([[-1e4, 0.0], [0.0, 0.0]])  # nor slot 0
+    >>> nbs.h_softmax_sample(x, 3, 4, 2, 2, W1, b1, W2, b2, seed=0)
+    array([1, 1, 1])
+    """
+    seed = _check_seed(seed)
+    dtype, n_outputs, n_classes, K = check_hsoftmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
+                                                    W1, b1, W2, b2, None)
+    p = Problem(backend, dtype, x, n_outputs, n_classes, K, W1, b1, W2, b2, None)
+    return backend.wrap(backend.h_softmax_sample(p, seed))
 
 
 @array_op("x", "W1", "b1", "W2", "b2")
@@ -67,7 +209,7 @@ def h_softmax_topk(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1,
     """
     dtype, n_outputs, n_classes, K = check_hsoftmax(
         x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, None, backend=backend)
-    k = check_count("k", k)
+    k = _validate.check_count("k", k)
     if k > n_outputs:
         raise ValueError(f"k must be <= n_outputs = {n_outputs}, got {k}")
     p = Problem(backend, dtype, x, n_outputs, n_classes, K, W1, b1, W2, b2, None)

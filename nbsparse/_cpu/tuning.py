@@ -127,4 +127,8 @@ MIN_ITEMS_PER_THREAD = {
     "sgd_blocks": 32000,
     "adam_dense": 16000,
     "adam_blocks": 16000,
+    # Inference through the hierarchy, in slot-level multiply-adds (rows x n_in x K, times the
+    # classes a row reads): a rough value near grad_h's, not yet measured with tools/team_thresholds.py.
+    "logprob": 16384,
+    "sample": 16384,
 }

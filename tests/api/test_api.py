@@ -30,6 +30,9 @@ SIGNATURES = {
                      "target)",
     "h_softmax_nll_grad": "(grad_output, x, batch_size, n_outputs, n_classes, "
                           "n_outputs_per_class, W1, b1, W2, b2, target)",
+    "h_softmax_logprob": "(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, "
+                         "candidates)",
+    "h_softmax_sample": "(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2)",
 }
 FUNCTIONS = list(SIGNATURES)
 GRAD_FIELDS = {"SparseBlockDotGrad": ("W", "h", "b"),
@@ -38,7 +41,7 @@ GRAD_FIELDS = {"SparseBlockDotGrad": ("W", "h", "b"),
 # Index arguments: their functions document an IndexError.
 TAKES_INDICES = {"sparse_block_gemv", "sparse_block_dot", "sparse_block_outer",
                  "sparse_block_dot_grad", "h_softmax", "h_softmax_grad", "h_softmax_nll",
-                 "h_softmax_nll_grad"}
+                 "h_softmax_nll_grad", "h_softmax_logprob"}
 
 by_function = pytest.mark.parametrize("name", FUNCTIONS)
 

@@ -181,6 +181,15 @@ def optimizer_steps(dtype):
         optim.adam(param, grad, state)
 
 
+def inference(dtype):
+    """h_softmax_logprob and h_softmax_sample: the launches of ``nbsparse.inference``."""
+    rng = np.random.default_rng(0)
+    x, W1, b1 = rng.normal(size=(4, 3)).astype(dtype), np.zeros((3, 2), dtype), np.zeros(2, dtype)
+    W2, b2 = np.zeros((2, 3, 4), dtype), np.zeros((2, 4), dtype)
+    nbs.h_softmax_logprob(x, 4, 7, 2, 4, W1, b1, W2, b2, np.array([[0, 6]] * 4))
+    nbs.h_softmax_sample(x, 4, 7, 2, 4, W1, b1, W2, b2, seed=0)
+
+
 def test_every_parallel_launch_states_its_work_and_has_an_entry(monkeypatch):
     launches = every_launch(monkeypatch)
     for dtype in (np.float32, np.float64):
@@ -193,6 +202,7 @@ def test_every_parallel_launch_states_its_work_and_has_an_entry(monkeypatch):
         hsm = [arrays[name] for name in ("x", "batch_size", "n_outputs", "n_classes", "n_outputs_per_class",
                                          "W1", "b1", "W2", "b2")]
         nbs.h_softmax_topk(*hsm, 3)
+        inference(dtype)
     parallel = {name for name, _, is_parallel in launches if is_parallel}
     with_items = {name for name, items, _ in launches if items is not None}
     assert parallel, "no parallel kernel was launched"
