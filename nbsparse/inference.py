@@ -1,8 +1,8 @@
 """Inference through the hierarchy: exact top-k, candidate log-probabilities and sampling.
 
-Each reads only the class blocks of ``W2`` it needs: ``h_softmax_topk`` visits
-classes in decreasing class probability and stops once a class's probability
-falls below the row's current k-th best output (``P(c) * P(k | c) <= P(c)``);
+Each reads only the class blocks of ``W2`` it needs: ``h_softmax_topk`` reads a
+row's classes only while they are at least as likely as a bound on its k-th
+best output (``P(c) * P(k | c) <= P(c)``);
 ``h_softmax_logprob`` reads the candidates' classes; ``h_softmax_sample`` one
 class per row. The class level (``x @ W1 + b1``, ``n_classes`` wide) is computed
 for every row; the slot level per visited class. CPU kernels; GPU and Dask
@@ -187,11 +187,14 @@ def h_softmax_topk(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1,
 
     Notes
     -----
-    ``P(output) = P(class) * P(slot | class) <= P(class)``: a row's classes are
-    visited in decreasing class probability, and the visit stops at the first
-    class less likely than the row's current k-th best output. Only the visited
-    classes' blocks of ``W2`` are read: usually a few on a trained model's peaked
-    class distribution, every class on a flat one. The truncated last class is
+    ``P(output) = P(class) * P(slot | class) <= P(class)``, so a class less likely
+    than a row's k-th best output cannot hold one of its top ``k``. A first pass
+    reads each row's likeliest classes until they hold ``k`` outputs; its k-th
+    output bounds the final one, and a second pass reads the row's other classes
+    at least that likely. Each pass is one block-sparse product over the (row,
+    class) pairs, so a class block is read once per pass for all the rows that
+    need it. Only those classes' blocks of ``W2`` are read: a few per row on a
+    trained model's peaked class distribution, most on a flat one. The truncated last class is
     handled as in :func:`h_softmax` (its slot softmax is over all
     ``n_outputs_per_class`` slots; outputs past ``n_outputs`` are never listed).
 
