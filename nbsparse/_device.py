@@ -142,10 +142,7 @@ class DeviceBackend:
         chunk = INDEX_CHECK_CHUNK
         if any(_cuda.arrays.count_outside(flat[start:start + chunk], n, stream=self.stream)
                for start in range(0, d.size, chunk)):
-            host = d.copy_to_host(stream=self.stream)
-            if self.stream:  # the copy is asynchronous on a non-default stream
-                self.stream.synchronize()
-            v.check_index_range(name, host, n, what)
+            v.check_index_range(name, self.to_host(d), n, what)
 
     def empty(self, shape, dtype):
         return cuda.device_array(shape, dtype=dtype, stream=self.stream)
@@ -259,9 +256,7 @@ class DeviceBackend:
         grid_blocks = int(np.prod(out.shape[:d]))
         block = int(np.prod(out.shape[d:]))
         ids = np.ravel_multi_index(tuple(host.T), out.shape[:d]) if host.shape[0] else np.zeros(0, np.intp)
-        src = as_device(values)
-        if not src.is_c_contiguous():
-            src = self.copy(src, src.dtype)
+        src = self.floats(as_device(values).dtype, values)  # a copy only when strided
         _cuda.arrays.scatter_rows(out.reshape(grid_blocks, block), self.from_host_index(ids),
                                   src.reshape(host.shape[0], block), stream=self.stream)
 

@@ -139,7 +139,8 @@ def sgd(param, grad, lr):
     if ids is None:
         side.backend.sgd_dense(side.flat(param), side.flat_values(grad), scalar(lr))
     else:
-        side.backend.sgd_blocks(side.blocks(param, grad), side.ids(ids), side.block_values(param, grad), scalar(lr))
+        side.backend.sgd_blocks(side.blocks(param, grad), side.backend.indices(ids), side.block_values(param, grad),
+                                scalar(lr))
     return param
 
 
@@ -234,7 +235,7 @@ def adam(param, grad, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         side.backend.adam_dense(side.flat(param), side.flat_values(grad), side.flat(state.m), side.flat(state.v),
                                 *scalars)
     else:
-        side.backend.adam_blocks(side.blocks(param, grad), side.ids(ids), side.block_values(param, grad),
+        side.backend.adam_blocks(side.blocks(param, grad), side.backend.indices(ids), side.block_values(param, grad),
                                  side.blocks(state.m, grad), side.blocks(state.v, grad), *scalars)
     return param
 
@@ -245,10 +246,6 @@ class _Host:
     """The host side of a call: NumPy arrays, the CPU kernels."""
 
     backend = HOST_BACKEND
-
-    @staticmethod
-    def writeable(a):
-        return a.flags.writeable
 
     @staticmethod
     def c_contiguous(a):
@@ -275,10 +272,6 @@ class _Host:
     def block_values(param, grad):
         return _values_2d(param, grad, np.ascontiguousarray(grad.values))
 
-    @staticmethod
-    def ids(ids):
-        return ids
-
 
 _HOST = _Host()
 
@@ -291,9 +284,6 @@ class _Device:
 
         self.backend = DeviceBackend(arrays)
         self._as_device = as_device
-
-    def writeable(self, a):
-        return self.backend.is_writeable(a)
 
     def c_contiguous(self, a):
         return self._as_device(a).is_c_contiguous()
@@ -314,9 +304,6 @@ class _Device:
 
     def block_values(self, param, grad):
         return _values_2d(param, grad, self._contiguous(grad.values))
-
-    def ids(self, ids):
-        return self.backend.indices(ids)
 
     def _contiguous(self, a):
         """``a`` as a C-contiguous device array: a view, or a copy on the device when ``a`` is strided."""
@@ -383,7 +370,7 @@ def _check_grad_shape(param, grad):
 
 
 def _check_updatable(side, name, a):
-    if not side.writeable(a):
+    if not side.backend.is_writeable(a):
         raise ValueError(f"{name} is read-only")
     if not side.c_contiguous(a):
         raise ValueError(f"{name} must be C-contiguous (it is updated in place, so it cannot be copied)")
