@@ -30,13 +30,11 @@ sparse path where ``W2`` and its moments would not fit in 80 % of it.
 
 import math
 import os
-import statistics
-import time
 
 import numpy as np
 
 from .. import h_softmax_nll, h_softmax_nll_grad
-from . import machine
+from . import machine, timing
 
 BATCH, N_IN = 256, 256
 VOCABULARIES = ((10**4, ("float32", "float64")), (10**5, ("float32", "float64")),
@@ -146,17 +144,13 @@ def time_step(step, repeat):
     from ..memory import free_cached_memory
 
     step()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step()
-        samples.append(time.perf_counter() - start)
+    samples = timing.time_calls(step, repeat, pause=0)
     free_cached_memory()
     tracked = _peak_rss_reset()
     before = _rss_kb("VmRSS")
     step()
     peak = (_rss_kb("VmHWM") - before) * 1024 if tracked else None
-    return statistics.median(samples), peak
+    return timing.median(samples), peak
 
 
 HEADER = (f"{'V':>9s} {'dtype':8s} {'path':7s} {'ms':>9s} {'x sparse':>8s} {'W2 MB':>8s} {'touched MB':>10s} "

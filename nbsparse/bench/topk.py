@@ -15,13 +15,12 @@ read per row (of ``sqrt(V)``). The results are checked against full mode.
 """
 
 import math
-import statistics
-import time
 
 import numpy as np
 
 from .. import _host, h_softmax, h_softmax_topk
 from .._hierarchy import Problem
+from . import timing
 
 BATCH, N_IN, TOP = 256, 256, 10
 VOCABULARIES = (10**4, 10**5, 10**6)
@@ -57,13 +56,9 @@ def dense_then_argpartition(x, W_flat):
 
 
 def median_time(func, repeat):
+    """Median seconds of ``repeat`` calls of ``func`` after a warm-up call."""
     func()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return timing.median(timing.time_calls(func, repeat, pause=0))
 
 
 HEADER = (f"{'V':>9s} {'classes':8s} {'topk ms':>9s} {'full+argpart ms':>15s} {'x faster':>8s} "
