@@ -6,7 +6,6 @@ the real ``DeviceNDArray`` API, no hidden host copies: tests/support/device.py).
 Each step is compared with the same step through nbsparse.optim on NumPy copies.
 """
 
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from numba import cuda
 from nbsparse import BlockGrad, optim
 from nbsparse.optim import AdamState
 from tests.support.assertions import FLOAT_DTYPES
-from tests.support.device import SIM, is_device_array, make_fake_cupy, make_strict, record_launches
+from tests.support.device import SIM, is_device_array, record_launches
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("strict_device_arrays", "small_blocks")]
 
@@ -26,18 +25,6 @@ HYPER = {"lr": 0.01, "beta1": 0.8, "beta2": 0.95, "eps": 1e-6}
 SHAPE = (4, 5, 3)  # a (4, 5) grid of blocks of 3 elements
 TOUCHED = [[(0, 1), (2, 3), (3, 4)], [(0, 1), (1, 0)], [(1, 0), (2, 3), (3, 0), (3, 4)]]
 """The blocks each of three steps lists: lazy Adam sees blocks touched once, twice, three times, never."""
-
-
-@pytest.fixture
-def strict_device_arrays(monkeypatch):
-    make_strict(monkeypatch)
-
-
-@pytest.fixture
-def fake_cupy(monkeypatch):
-    cp = make_fake_cupy()
-    monkeypatch.setitem(sys.modules, "cupy", cp)
-    return cp
 
 
 def host(a):
