@@ -6,6 +6,8 @@ direct path. The index range checks need the values and run through a backend
 (:func:`check_product_ranges`; ``check_hsoftmax`` when given one).
 """
 
+import numbers
+
 import numpy as np
 
 from . import _validate as v
@@ -175,3 +177,34 @@ def check_hsoftmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1,
         v.check_shape("grad_output", grad_output, expected,
                       f"the shape of the {loss or 'h_softmax'} result")
     return dtype, n_outputs, n_classes, K
+
+
+def check_topk_count(k, n_outputs):
+    """``k`` of ``h_softmax_topk`` as an int in ``[1, n_outputs]``."""
+    k = v.check_count("k", k)
+    if k > n_outputs:
+        raise ValueError(f"k must be <= n_outputs = {n_outputs}, got {k}")
+    return k
+
+
+def check_candidates(candidates, batch):
+    """Dtype and shape of ``h_softmax_logprob``'s ``candidates``: integers, ``(batch, m)``.
+
+    The range check runs through the backend (on Dask arrays, in each chunk).
+    """
+    v.check_integer("candidates", candidates)
+    v.check_ndim("candidates", candidates, 2, "(batch, m)")
+    if candidates.shape[0] != batch:
+        raise ValueError(f"candidates has {candidates.shape[0]} rows (shape {tuple(candidates.shape)}) "
+                         f"but x has {batch}: one row of candidates per row of x")
+
+
+def check_seed(seed):
+    """The seed as an int in ``[0, 2**64)``; a fresh one from NumPy's entropy for None."""
+    if seed is None:
+        return int(np.random.default_rng().integers(0, 2**63))
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed = {seed} is outside [0, 2**64)")
+    return int(seed)

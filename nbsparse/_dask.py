@@ -23,8 +23,9 @@ import numpy as np
 from dask.array.utils import meta_from_array
 
 from . import _checks
-from ._dask_graph import ROWS, Call, check_kinds, common_chunks, single_chunk
-from ._results import HSoftmaxGrad, SparseBlockDotGrad
+from ._cpu.inference import seed_for_rows
+from ._dask_graph import ROWS, START, Call, check_kinds, common_chunks, single_chunk
+from ._results import HSoftmaxGrad, HSoftmaxTopK, SparseBlockDotGrad
 
 
 def _refuse_inplace(inplace):
@@ -195,18 +196,57 @@ def h_softmax_nll_grad(public, grad_output, x, batch_size, n_outputs, n_classes,
                                sparse, loss="h_softmax_nll")
 
 
+def _hsoftmax_call(op, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
+                   candidates=None):
+    """The checked sizes and the :class:`Call` of an inference function (no target; ``candidates`` per row)."""
+    arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "candidates": candidates}
+    meta = check_kinds(optional=("candidates",), **arrays)
+    dtype, n_outputs, n_classes, K = _checks.check_hsoftmax(
+        x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, None)
+    if candidates is not None:
+        _checks.check_candidates(candidates, x.shape[0])
+    return dtype, n_outputs, n_classes, K, Call(op, arrays, ("x", "candidates"), meta)
+
+
+def _model_items(n_outputs, n_classes, K):
+    """A chunk call's arguments up to ``b2``: the chunk of ``x``, its row count, the sizes, the weights."""
+    return ["x", ROWS, n_outputs, n_classes, K, "W1", "b1", "W2", "b2"]
+
+
 def h_softmax_topk(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, k):
-    """:func:`nbsparse.h_softmax_topk` on Dask arrays: not yet."""
-    raise NotImplementedError("h_softmax_topk on Dask arrays is not implemented yet")
+    """:func:`nbsparse.h_softmax_topk` on Dask arrays: chunk-wise over the rows of ``x``."""
+    dtype, n_outputs, n_classes, K, call = _hsoftmax_call(
+        "h_softmax_topk", x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2)
+    k = _checks.check_topk_count(k, n_outputs)
+    parts = call.parts(public, [*_model_items(n_outputs, n_classes, K), k])
+    return HSoftmaxTopK(call.field(parts, 0, "indices", (k,), np.intp),
+                        call.field(parts, 1, "log_probs", (k,), dtype))
 
 
 def h_softmax_logprob(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
                       candidates):
-    """:func:`nbsparse.h_softmax_logprob` on Dask arrays: not implemented yet."""
-    raise NotImplementedError("h_softmax_logprob on Dask arrays is not implemented yet (compute the arrays first)")
+    """:func:`nbsparse.h_softmax_logprob` on Dask arrays: chunk-wise over the rows of ``x`` and ``candidates``."""
+    dtype, n_outputs, n_classes, K, call = _hsoftmax_call(
+        "h_softmax_logprob", x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
+        candidates)
+    return call.chunkwise(public, [*_model_items(n_outputs, n_classes, K), "candidates"],
+                          (candidates.shape[1],), dtype)
+
+
+def _sample_rows(public, first_row, *args, seed):
+    """``public(*args)`` drawing for the rows ``first_row, ...`` of the whole batch under ``seed``."""
+    return public(*args, seed=seed_for_rows(seed, first_row))
 
 
 def h_softmax_sample(public, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, *,
                      seed=None):
-    """:func:`nbsparse.h_softmax_sample` on Dask arrays: not implemented yet."""
-    raise NotImplementedError("h_softmax_sample on Dask arrays is not implemented yet (compute the arrays first)")
+    """:func:`nbsparse.h_softmax_sample` on Dask arrays: chunk-wise, each chunk drawing its rows' draws.
+
+    The result is the NumPy path's for the same seed, however ``x`` is chunked;
+    ``seed=None`` takes one fresh seed for the whole graph, here.
+    """
+    seed = _checks.check_seed(seed)
+    _, n_outputs, n_classes, K, call = _hsoftmax_call(
+        "h_softmax_sample", x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2)
+    return call.chunkwise(_sample_rows, [public, START, *_model_items(n_outputs, n_classes, K)], (),
+                          np.intp, seed=seed)

@@ -32,6 +32,9 @@ combining task holds ``split_every`` of them at once.
 ROWS = object()
 """In a task's argument list: the number of rows of the task's batch chunk."""
 
+START = object()
+"""In a task's argument list: the index in the whole batch of the chunk's first row."""
+
 
 def check_kinds(optional=(), **arrays):
     """The NumPy path's kind checks, applied to the chunk type of Dask arrays.
@@ -116,7 +119,7 @@ class Call:
     def _name(self, label, public, items, kwargs):
         """A key name unique to this call: the arrays, the literal arguments and keywords."""
         names = {n: a.name for n, a in self.arrays.items() if a is not None}
-        literals = ["<rows>" if it is ROWS else it for it in items]
+        literals = ["<rows>" if it is ROWS else "<start>" if it is START else it for it in items]
         return f"{self.op}{label}-{tokenize(public.__qualname__, names, literals, kwargs)}"
 
     def _as_dask(self, name, a):
@@ -143,13 +146,14 @@ class Call:
         """``{(name, i, 0...): (func, start_i, *items)}``, one task per batch chunk.
 
         ``items`` are argument names (replaced by the chunk's block key, or the
-        shared array's key), ``ROWS`` (the chunk's row count) or literal values.
+        shared array's key), ``ROWS`` (the chunk's row count), ``START`` (its first
+        row's index in the batch) or literal values.
         """
         starts = itertools.accumulate(self.chunks, initial=0)
         tasks = {}
         for i, (start, rows) in enumerate(zip(starts, self.chunks)):
-            args = [self._key(it, i) if isinstance(it, str) else rows if it is ROWS else it
-                    for it in items]
+            args = [self._key(it, i) if isinstance(it, str) else rows if it is ROWS
+                    else start if it is START else it for it in items]
             tasks[(name, i, *(0,) * (ndim - 1))] = (func, start, *args)
         return tasks
 

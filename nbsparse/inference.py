@@ -5,16 +5,11 @@ row's classes only while they are at least as likely as a bound on its k-th
 best output (``P(c) * P(k | c) <= P(c)``);
 ``h_softmax_logprob`` reads the candidates' classes; ``h_softmax_sample`` one
 class per row. The class level (``x @ W1 + b1``, ``n_classes`` wide) is computed
-for every row; the slot level per visited class. CPU kernels; GPU and Dask
-arrays raise ``NotImplementedError`` for now.
+for every row; the slot level per visited class. CPU kernels; Dask arrays are
+computed chunk-wise along the batch; GPU arrays raise ``NotImplementedError`` for now.
 """
 
-import numbers
-
-import numpy as np
-
-from . import _validate
-from ._checks import check_hsoftmax
+from ._checks import check_candidates, check_hsoftmax, check_seed, check_topk_count
 from ._dispatch import array_op
 from ._hierarchy import Problem
 from ._results import HSoftmaxTopK
@@ -48,7 +43,7 @@ def h_softmax_logprob(x, batch_size, n_outputs, n_classes, n_outputs_per_class, 
     IndexError
         A candidate outside ``[0, n_outputs)``.
     NotImplementedError
-        GPU or Dask arrays (CPU only for now).
+        GPU arrays (not yet).
 
     See Also
     --------
@@ -76,25 +71,10 @@ def h_softmax_logprob(x, batch_size, n_outputs, n_classes, n_outputs_per_class, 
     """
     dtype, n_outputs, n_classes, K = check_hsoftmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                                                     W1, b1, W2, b2, None)
-    _validate.check_integer("candidates", candidates)
-    _validate.check_ndim("candidates", candidates, 2, "(batch, m)")
-    if candidates.shape[0] != x.shape[0]:
-        raise ValueError(f"candidates has {candidates.shape[0]} rows (shape {tuple(candidates.shape)}) "
-                         f"but x has {x.shape[0]}: one row of candidates per row of x")
+    check_candidates(candidates, x.shape[0])
     backend.check_index_range("candidates", candidates, n_outputs, f"n_outputs = {n_outputs}")
     p = Problem(backend, dtype, x, n_outputs, n_classes, K, W1, b1, W2, b2, None)
     return backend.wrap(backend.h_softmax_logprob(p, backend.indices(candidates)))
-
-
-def _check_seed(seed):
-    """The seed as an int in ``[0, 2**64)``; a fresh one from NumPy's entropy for None."""
-    if seed is None:
-        return int(np.random.default_rng().integers(0, 2**63))
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
-    if not 0 <= seed < 2**64:
-        raise ValueError(f"seed = {seed} is outside [0, 2**64)")
-    return int(seed)
 
 
 @array_op("x", "W1", "b1", "W2", "b2")
@@ -124,7 +104,7 @@ def h_softmax_sample(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W
     ValueError
         As for :func:`h_softmax`, and a ``seed`` outside ``[0, 2**64)``.
     NotImplementedError
-        GPU or Dask arrays (CPU only for now).
+        GPU arrays (not yet).
 
     See Also
     --------
@@ -151,7 +131,7 @@ def h_softmax_sample(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W
     >>> nbs.h_softmax_sample(x, 3, 4, 2, 2, W1, b1, W2, b2, seed=0)
     array([1, 1, 1])
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     dtype, n_outputs, n_classes, K = check_hsoftmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                                                     W1, b1, W2, b2, None)
     p = Problem(backend, dtype, x, n_outputs, n_classes, K, W1, b1, W2, b2, None)
@@ -183,7 +163,7 @@ def h_softmax_topk(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1,
         As for :func:`h_softmax`; TypeError if ``k`` is not an integer, ValueError if
         it is outside ``[1, n_outputs]``.
     NotImplementedError
-        GPU or Dask arrays (not yet).
+        GPU arrays (not yet).
 
     Notes
     -----
@@ -212,9 +192,7 @@ def h_softmax_topk(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1,
     """
     dtype, n_outputs, n_classes, K = check_hsoftmax(
         x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, None, backend=backend)
-    k = _validate.check_count("k", k)
-    if k > n_outputs:
-        raise ValueError(f"k must be <= n_outputs = {n_outputs}, got {k}")
+    k = check_topk_count(k, n_outputs)
     p = Problem(backend, dtype, x, n_outputs, n_classes, K, W1, b1, W2, b2, None)
     indices, log_probs, _ = backend.h_softmax_topk(p, k)
     return HSoftmaxTopK(backend.wrap(indices), backend.wrap(log_probs))

@@ -20,6 +20,30 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _ROW = np.uint64(0xD1B54A32D192ED03)  # odd: rows 0 .. 2**64 - 1 get distinct streams
 _TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
+_ROW_PER_SEED = int(_ROW) * pow(int(_GOLDEN), -1, 2**64) % 2**64  # _GOLDEN is odd: invertible mod 2**64
+
+
+def seed_for_rows(seed, first_row):
+    """The seed under which row ``n`` draws what row ``first_row + n`` draws under ``seed``.
+
+    Row ``n``'s uniforms hash ``seed * _GOLDEN + n * _ROW + counter`` (mod 2**64),
+    so adding ``first_row * _ROW / _GOLDEN`` (mod 2**64) to the seed shifts the
+    rows: a batch drawn in chunks, each with its shifted seed, gets the draws of
+    the whole batch drawn at once.
+
+    Parameters
+    ----------
+    seed : int
+        In ``[0, 2**64)``.
+    first_row : int
+        The index in the whole batch of the chunk's row 0.
+
+    Returns
+    -------
+    int
+        In ``[0, 2**64)``.
+    """
+    return (seed + first_row * _ROW_PER_SEED) % 2**64
 
 
 @cached_jit(fastmath=FASTMATH)

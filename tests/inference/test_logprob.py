@@ -100,14 +100,3 @@ def test_h_softmax_checks_come_first():
     call[1] = 4  # batch_size
     with pytest.raises(ValueError, match="batch_size"):
         nbs.h_softmax_logprob(*call, np.zeros((5, 1), np.intp))
-
-
-def test_dask_arrays_are_not_implemented():
-    da = pytest.importorskip("dask.array")
-    args = HSoftmaxCase("exact").make(np.float64)
-    call = list(args.call())
-    call[0] = da.from_array(args.x, chunks=2)
-    with pytest.raises(NotImplementedError):
-        nbs.h_softmax_logprob(*call, np.zeros((5, 1), np.intp))
-    with pytest.raises(NotImplementedError):
-        nbs.h_softmax_sample(*call, seed=0)

@@ -110,13 +110,6 @@ def test_a_bad_k_is_refused(k, error, match):
         nbs.h_softmax_topk(*a.call(), k)
 
 
-def test_dask_arrays_are_not_yet_supported():
-    da = pytest.importorskip("dask.array")
-    a = HSOFTMAX_CASES[0].make(np.float64)
-    with pytest.raises(NotImplementedError, match="Dask"):
-        nbs.h_softmax_topk(da.from_array(a.x, chunks=2), *a.call()[1:], 2)
-
-
 def test_gpu_arrays_are_not_yet_supported():
     from numba import cuda
 
