@@ -1,9 +1,10 @@
 """Measure, per CPU kernel, the work from which a second thread pays: ``MIN_ITEMS_PER_THREAD``.
 
-Runs every public op (the rows of ``nbsparse._optable``) on problems of growing
-batch, in two block shapes (the self-check's 24 x 40 blocks and 8 x 8 blocks),
-and times each kernel launch on a team of one thread and of two, alternating,
-on an idle machine (``NBSPARSE_ADAPT_THREADS`` is bypassed: the team is forced)::
+Runs every public op (the rows of ``nbsparse._optable``, and the inference
+functions on their ``h_softmax`` problem) on problems of growing batch, in two
+block shapes (the self-check's 24 x 40 blocks and 8 x 8 blocks), and times
+each kernel launch on a team of one thread and of two, alternating, on an idle
+machine (``NBSPARSE_ADAPT_THREADS`` is bypassed: the team is forced)::
 
     python tools/team_thresholds.py            # float32; add --dtype float64
 
@@ -23,6 +24,7 @@ import time
 
 import numpy as np
 
+import nbsparse
 from nbsparse import _team
 from nbsparse._optable import OPS, problem
 from nbsparse._selfcheck import SIZES
@@ -35,6 +37,23 @@ MAJORITY = 0.8
 # core spinning for 5 ms after it. Below this much work one thread keeps it.
 MIN_ONE_THREAD_S = 20e-6
 REPEAT = 15
+HSOFTMAX_MODEL = ("x", "batch_size", "n_outputs", "n_classes", "n_outputs_per_class", "W1", "b1", "W2", "b2")
+
+
+def inference_calls(arrays):
+    """``h_softmax_topk`` (k = 10), ``h_softmax_logprob`` (5 candidates) and ``h_softmax_sample`` on
+    the problem's ``h_softmax`` model, as argument-less calls."""
+    model = [arrays[name] for name in HSOFTMAX_MODEL]
+    candidates = np.random.default_rng(1).integers(0, arrays["n_outputs"], (arrays["batch_size"], 5))
+    k = min(10, arrays["n_outputs"])
+    return [lambda: nbsparse.h_softmax_topk(*model, k),
+            lambda: nbsparse.h_softmax_logprob(*model, candidates),
+            lambda: nbsparse.h_softmax_sample(*model, seed=0)]
+
+
+def op_calls(arrays):
+    """Every public op's call on ``arrays``, as argument-less calls."""
+    return [lambda op=op: op.func(**op.kwargs(arrays)) for op in OPS] + inference_calls(arrays)
 BATCHES = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 SHAPES = {
     "self-check blocks": SIZES,
@@ -67,15 +86,14 @@ def measure(dtype, print=print):
             for batch in BATCHES:
                 sizes = dataclasses.replace(base, batch=batch)
                 arrays = problem(sizes, dtype, np.random.default_rng(0))
-                for op in OPS:
-                    args = op.kwargs(arrays)
+                for call in op_calls(arrays):
                     for threads in (1, 2):  # warm-up (compile) on both team sizes
                         forced[0] = threads
-                        op.func(**args)
+                        call()
                     for _ in range(REPEAT):
                         for threads in (1, 2):
                             forced[0] = threads
-                            op.func(**args)
+                            call()
                 print(f"  {shape_name}, batch {batch}: done", flush=True)
     finally:
         _team.run = run

@@ -166,3 +166,21 @@ def test_topk_bench_checks_and_times_both_distributions():
         assert r["V"] == 400 and r["n_classes"] == 20 and 1 <= r["classes_read"] <= 20
         assert r["topk_ms"] > 0 and r["full_argpartition_ms"] > 0 and r["dense_argpartition_ms"] > 0
     assert rows["peaked"]["classes_read"] < rows["flat"]["classes_read"]
+
+
+def test_asv_inference_cases_run_at_a_small_vocabulary():
+    """The asv suite's inference cases run (at V = 400): their setup compiles and every timed call works."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[2] / "asv_bench" / "benchmarks" / "bench_inference.py"
+    spec = importlib.util.spec_from_file_location("bench_inference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    suite = module.TopK()
+    timed = [name for name in dir(suite) if name.startswith("time_")]
+    assert len(timed) == 4
+    for classes in suite.params[1]:
+        suite.setup(400, classes)
+        for name in timed:
+            getattr(suite, name)(400, classes)
