@@ -22,8 +22,10 @@ pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("strict_device_arrays", 
 CASES = [
     HSoftmaxCase("truncated", batch=4, n_in=3, n_classes=3, K=4, n_outputs=10, seed=41),
     HSoftmaxCase("truncated_whole_class", batch=3, n_in=2, n_classes=3, K=4, n_outputs=5, seed=42),
+    HSoftmaxCase("wider_than_a_block", batch=2, n_in=3, n_classes=10, K=10, n_outputs=95, seed=46),
 ]
-"""The last class cut to 2 slots, and a class wholly past ``n_outputs``."""
+"""The last class cut to 2 slots; a class wholly past ``n_outputs``; classes, slots and ``k``
+beyond the 8 threads of a block (each thread loops over several)."""
 
 
 def on_device(args):
