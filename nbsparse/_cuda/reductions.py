@@ -10,6 +10,8 @@ one tree, a barrier per step for both.
 The helpers are :func:`.launch.device` functions, inlined into each kernel.
 """
 
+import math
+
 from numba import cuda
 
 from .launch import device
@@ -101,8 +103,11 @@ def block_max2(buf_a, buf_b, tid, threads, a, b):
 @device
 def ranks_before(value_a, index_a, value_b, index_b):
     """True when ``(value_a, index_a)`` ranks before ``(value_b, index_b)``: a larger value, or an equal one
-    with a lower index (a strict total order over distinct indices)."""
-    return value_a > value_b or (value_a == value_b and index_a < index_b)
+    with a lower index; NaN after every number, as NumPy sorts it. A strict total order over distinct
+    indices, NaN included."""
+    if math.isnan(value_a):
+        return math.isnan(value_b) and index_a < index_b
+    return math.isnan(value_b) or value_a > value_b or (value_a == value_b and index_a < index_b)
 
 
 @device

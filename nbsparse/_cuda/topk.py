@@ -26,6 +26,13 @@ def _enters(lp, index, held, log_probs, indices, n):
 
 
 @launch.device
+def _beyond(lp_class, kth):
+    """True when no output of a class of log-probability ``lp_class`` can rank before a k-th output of
+    log-probability ``kth`` (its outputs are ``<= lp_class``, or NaN, which ranks last)."""
+    return not math.isnan(kth) and not lp_class >= kth
+
+
+@launch.device
 def _rank_in_list(lp, index, list_lp, list_idx, n, length):
     """How many of the sorted ``list_lp[n, :length]``, ``list_idx[n, :length]`` rank before ``(lp, index)``."""
     lo = 0
@@ -70,7 +77,8 @@ def _topk_kernel(threads):
 
         1. ``lp_class[n] = log_softmax(a_class[n])``; thread ``tid`` alone writes
            the classes ``c = tid, tid + threads, ...``, and reads only those later.
-        2. Repeatedly the class that ranks first (most likely, then lowest index)
+        2. Repeatedly the class that ranks first (most likely, then lowest index;
+           NaN last, as NumPy sorts, so NaN rows give the reference's order)
            after the last one visited, among those with an output below
            ``n_outputs``, by a block arg-max: stop when none is left or the row
            holds ``k`` outputs and the class is less likely than the k-th.
@@ -100,6 +108,7 @@ def _topk_kernel(threads):
         k = indices.shape[1]
         cap = cand_lp.shape[1]  # min(K, k): an output of in-class rank >= k cannot enter
         inf = a_class.dtype.type(math.inf)
+        nan = a_class.dtype.type(math.nan)
         for n in range(cuda.blockIdx.x, batch, cuda.gridDim.x):
             # 1. The class log-softmax.
             peak = a_class[n, 0]  # a member of the row: the identity for threads with no class
@@ -112,14 +121,14 @@ def _topk_kernel(threads):
             last_lp, last_c = inf, -1  # ranks before every class
             while True:
                 # 2. The next class.
-                best_lp, best_c = -inf, n_classes  # ranks after every class
+                best_lp, best_c = nan, n_classes  # ranks after every class
                 for c in range(tid, n_classes, threads):
                     lp = lp_class[n, c]
                     if (c * K < n_outputs and ranks_before(last_lp, last_c, lp, c)
                             and ranks_before(lp, c, best_lp, best_c)):
                         best_lp, best_c = lp, c
                 best_lp, best_c = block_argmax(buf_v, buf_i, tid, threads, best_lp, best_c)
-                if best_c == n_classes or (held == k and best_lp < log_probs[n, k - 1]):
+                if best_c == n_classes or (held == k and _beyond(best_lp, log_probs[n, k - 1])):
                     break
                 c = best_c
                 last_lp, last_c = best_lp, best_c

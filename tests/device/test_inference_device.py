@@ -64,6 +64,21 @@ def test_topk_ties_go_to_the_lower_output_index(k):
     np.testing.assert_allclose(got.log_probs.copy_to_host(), np.log(1 / 12))  # the slot softmax spans all K
 
 
+@pytest.mark.parametrize("k", [1, 4, 10])
+def test_topk_ranks_nan_last_as_the_reference_does(k):
+    a = CASES[0].make(np.float64)
+    x, W2 = a.x.copy(), a.W2.copy()
+    x[0] = np.nan  # every output of row 0 NaN
+    W2[1, 0, 0] = np.nan  # class 1's outputs NaN in every row
+    call = (x, x.shape[0], a.n_outputs, a.n_classes, a.K, a.W1, a.b1, W2, a.b2)
+    want_idx, want_lp = _reference.h_softmax_topk(*call, k)
+
+    got = nbs.h_softmax_topk(*[to_device(v) if isinstance(v, np.ndarray) else v for v in call], k)
+
+    np.testing.assert_array_equal(got.indices.copy_to_host(), want_idx)
+    np.testing.assert_allclose(got.log_probs.copy_to_host(), want_lp, **tolerance(np.float64))
+
+
 def classes_read(a, k):
     """``(indices, classes_read)`` on the host, from the device backend itself."""
     from nbsparse._device import DeviceBackend
