@@ -151,45 +151,43 @@ def _sample(a_class, x, W2, b2, K, n_outputs, seed, out, acts):
     Float64 throughout, as on the CPU (the probabilities of the inverse CDF);
     the class weights are recomputed from ``a_class`` where the CPU keeps them,
     one class's slot activations live in the row's ``acts[n]`` (scratch). A row
-    reads one class block of ``W2``, two after a rejection.
+    reads one class block of ``W2``, two after a rejection. The CPU's two
+    attempts (uniforms 0, 1, then 2, 3 after a rejection) are one loop here: each
+    inlined device function is then typed once per call site, half as often.
     """
     batch, n_classes = a_class.shape
     last_class = (n_outputs - 1) // K
     for n in range(cuda.grid(1), batch, cuda.gridsize(1)):
         out[n] = 0
         peak = _row_peak(a_class, n, n_classes)
-        c = _draw(a_class, n, peak, last_class + 1, _uniform(seed, n, 0), -1, 0.0)
-        if c < 0:
-            continue
-        _slot_activations(x, W2, b2, n, c, acts)
-        slot_peak = _row_peak(acts, n, K)
-        k = _draw(acts, n, slot_peak, K, _uniform(seed, n, 1), -1, 0.0)
-        if k < 0:
-            continue
-        if c * K + k < n_outputs:
-            out[n] = c * K + k
-            continue
-        # Rejected: c is the truncated last class; redraw from the accepted distribution.
-        valid = n_outputs - c * K
-        whole = 0.0
-        part = 0.0
-        for i in range(K):
-            w = math.exp(acts[n, i] - slot_peak)
-            whole += w
-            if i < valid:
-                part += w
-        class_weight = math.exp(np.float64(a_class[n, c]) - peak)
-        kept = class_weight * (part / whole) if whole > 0.0 else 0.0
-        c2 = _draw(a_class, n, peak, last_class + 1, _uniform(seed, n, 2), c, kept)
-        if c2 < 0:
-            continue
-        if c2 != c:
-            _slot_activations(x, W2, b2, n, c2, acts)
-            slot_peak = _row_peak(acts, n, K)
-            valid = K
-        k = _draw(acts, n, slot_peak, valid, _uniform(seed, n, 3), -1, 0.0)
-        if k >= 0:
-            out[n] = c2 * K + k
+        rejected, kept = -1, 0.0  # after a rejection: the truncated class and its accepted weight
+        slot_peak = 0.0
+        valid = K
+        for attempt in range(2):
+            c = _draw(a_class, n, peak, last_class + 1, _uniform(seed, n, 2 * attempt), rejected, kept)
+            if c < 0:
+                break
+            if c != rejected:  # else its activations are at hand, and only its valid slots are drawn
+                _slot_activations(x, W2, b2, n, c, acts)
+                slot_peak = _row_peak(acts, n, K)
+                valid = K
+            k = _draw(acts, n, slot_peak, valid, _uniform(seed, n, 2 * attempt + 1), -1, 0.0)
+            if k < 0:
+                break
+            if c * K + k < n_outputs:  # always after a rejection: c is then another class, or valid < K
+                out[n] = c * K + k
+                break
+            # Rejected: c is the truncated last class; redraw from the accepted distribution.
+            valid = n_outputs - c * K
+            whole = 0.0
+            part = 0.0
+            for i in range(K):
+                w = math.exp(acts[n, i] - slot_peak)
+                whole += w
+                if i < valid:
+                    part += w
+            rejected = c
+            kept = math.exp(np.float64(a_class[n, c]) - peak) * (part / whole) if whole > 0.0 else 0.0
 
 
 def sample(a_class, x, W2, b2, K, n_outputs, seed, out, *, stream=0):
