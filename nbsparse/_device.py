@@ -24,8 +24,10 @@ from numba import cuda  # noqa: E402  (after the check above, which names the mi
 from . import _cuda  # noqa: E402
 from ._cuda import blocksparse as cuda_blocksparse  # noqa: E402
 from ._cuda import hsoftmax as cuda_hsoftmax  # noqa: E402
+from ._cuda import inference as cuda_inference  # noqa: E402
 from ._cuda import optim as cuda_optim  # noqa: E402
 from ._cuda import softmax as cuda_softmax  # noqa: E402
+from ._cuda import topk as cuda_topk  # noqa: E402
 from ._cuda.launch import SIM  # noqa: E402
 
 #: Most index values one ``count_outside`` launch checks: its counter is an int32,
@@ -325,9 +327,15 @@ class DeviceBackend:
         cuda_hsoftmax.nll_backward(g, a_class, a_slot, classes, slots, d_class, d_slot,
                                    stream=self.stream)
 
-    @staticmethod
-    def h_softmax_topk(p, k):
-        raise NotImplementedError("h_softmax_topk on GPU arrays is not implemented yet")
+    def h_softmax_topk(self, p, k):
+        """``(indices, log_probs, classes_read)`` of ``_cuda.topk.topk`` on the problem ``p`` (no target)."""
+        a_class = p.class_activations()
+        indices = self.empty((p.batch, k), np.intp)
+        log_probs = self.empty((p.batch, k), p.dtype)
+        classes_read = self.empty((p.batch,), np.intp)
+        cuda_topk.topk(a_class, p.h.reshape(p.batch, p.n_in), p.W2.reshape(p.n_classes, p.n_in, p.K), p.b2,
+                       p.n_outputs, indices, log_probs, classes_read, stream=self.stream)
+        return indices, log_probs, classes_read
 
     def h_softmax_full(self, p):
         """Full-mode ``h_softmax``: both levels' probabilities by the block-sparse
@@ -337,13 +345,22 @@ class DeviceBackend:
         cuda_hsoftmax.full_forward(p_class, p_slot, out, stream=self.stream)
         return out
 
-    @staticmethod
-    def h_softmax_logprob(p, candidates):
-        raise NotImplementedError("h_softmax_logprob/h_softmax_sample on GPU arrays are not implemented yet")
+    def h_softmax_logprob(self, p, candidates):
+        """``log P(candidates[n, j] | x[n])``: the class level, then ``logprob``, a thread per candidate."""
+        batch, m = candidates.shape
+        out = self.empty((batch, m), p.dtype)
+        cuda_inference.logprob(p.class_activations(), p.h.reshape(batch, p.n_in),
+                               p.W2.reshape(p.n_classes, p.n_in, p.K), p.b2, candidates, p.K, out,
+                               stream=self.stream)
+        return out
 
-    @staticmethod
-    def h_softmax_sample(p, seed):
-        raise NotImplementedError("h_softmax_logprob/h_softmax_sample on GPU arrays are not implemented yet")
+    def h_softmax_sample(self, p, seed):
+        """One output per row drawn by ``sample``, a thread per row (SplitMix64 uniforms, as on the CPU)."""
+        out = self.empty((p.batch,), np.intp)
+        cuda_inference.sample(p.class_activations(), p.h.reshape(p.batch, p.n_in),
+                              p.W2.reshape(p.n_classes, p.n_in, p.K), p.b2, p.K, p.n_outputs, np.uint64(seed), out,
+                              stream=self.stream)
+        return out
 
     def h_softmax_full_grad(self, p, g):
         """Full-mode ``h_softmax_grad``: ``full_backward`` on both levels' probabilities,

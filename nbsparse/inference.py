@@ -5,8 +5,10 @@ row's classes only while they are at least as likely as a bound on its k-th
 best output (``P(c) * P(k | c) <= P(c)``);
 ``h_softmax_logprob`` reads the candidates' classes; ``h_softmax_sample`` one
 class per row. The class level (``x @ W1 + b1``, ``n_classes`` wide) is computed
-for every row; the slot level per visited class. CPU kernels; Dask arrays are
-computed chunk-wise along the batch; GPU arrays raise ``NotImplementedError`` for now.
+for every row; the slot level per visited class. NumPy arrays run the CPU
+kernels (``_cpu/topk.py``, ``_cpu/inference.py``), GPU arrays (CuPy, Numba
+device arrays) their CUDA twins (``_cuda/topk.py``, ``_cuda/inference.py``),
+with results of the input's kind; Dask arrays are computed chunk-wise along the batch.
 """
 
 from ._checks import check_candidates, check_hsoftmax, check_seed, check_topk_count
@@ -31,7 +33,8 @@ def h_softmax_logprob(x, batch_size, n_outputs, n_classes, n_outputs_per_class, 
     Returns
     -------
     array, shape (batch, m)
-        ``log P(candidates[n, j] | x[n])``, dtype ``np.result_type(x, W1, b1, W2, b2)``.
+        ``log P(candidates[n, j] | x[n])``, dtype ``np.result_type(x, W1, b1, W2, b2)``,
+        of the kind of ``x``.
 
     Raises
     ------
@@ -42,8 +45,6 @@ def h_softmax_logprob(x, batch_size, n_outputs, n_classes, n_outputs_per_class, 
         As for :func:`h_softmax`, and ``candidates`` not 2-D with one row per row of ``x``.
     IndexError
         A candidate outside ``[0, n_outputs)``.
-    NotImplementedError
-        GPU arrays (not yet).
 
     See Also
     --------
@@ -88,13 +89,15 @@ def h_softmax_sample(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W
         As for :func:`h_softmax`.
     seed : int, optional
         In ``[0, 2**64)``: the same seed gives the same draws on the same backend,
-        whatever the number of threads. None (the default) takes a fresh seed from
-        ``np.random.default_rng()``.
+        whatever the number of threads; the GPU draws what the CPU draws, unless
+        the backends' activations round apart across a draw's boundary. None (the
+        default) takes a fresh seed from ``np.random.default_rng()``.
 
     Returns
     -------
-    ndarray of intp, shape (batch,)
-        One output in ``[0, n_outputs)`` per row.
+    array of intp, shape (batch,)
+        One output in ``[0, n_outputs)`` per row, of the kind of ``x`` (NumPy,
+        CuPy or Numba device array).
 
     Raises
     ------
@@ -103,8 +106,6 @@ def h_softmax_sample(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W
         device arrays mixed.
     ValueError
         As for :func:`h_softmax`, and a ``seed`` outside ``[0, 2**64)``.
-    NotImplementedError
-        GPU arrays (not yet).
 
     See Also
     --------
@@ -120,7 +121,8 @@ def h_softmax_sample(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W
     redrawn from the distribution of a draw accepted after any number of
     rejections (which reads at most one more class block). Row ``n`` uses the
     uniforms SplitMix64 gives for ``(seed, n, counter)``, so the draws do not depend
-    on the thread count. A row whose activations are NaN gets output 0.
+    on the thread count, and the GPU kernel (a thread per row) repeats the CPU's
+    float64 arithmetic. A row whose activations are NaN gets output 0.
 
     Examples
     --------
@@ -162,8 +164,6 @@ def h_softmax_topk(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1,
     TypeError, ValueError
         As for :func:`h_softmax`; TypeError if ``k`` is not an integer, ValueError if
         it is outside ``[1, n_outputs]``.
-    NotImplementedError
-        GPU arrays (not yet).
 
     Notes
     -----
@@ -174,7 +174,9 @@ def h_softmax_topk(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1,
     at least that likely. Each pass is one block-sparse product over the (row,
     class) pairs, so a class block is read once per pass for all the rows that
     need it. Only those classes' blocks of ``W2`` are read: a few per row on a
-    trained model's peaked class distribution, most on a flat one. The truncated last class is
+    trained model's peaked class distribution, most on a flat one. On the GPU a
+    thread block per row visits the row's classes one at a time in decreasing
+    probability, with the same bound. The truncated last class is
     handled as in :func:`h_softmax` (its slot softmax is over all
     ``n_outputs_per_class`` slots; outputs past ``n_outputs`` are never listed).
 

@@ -1,6 +1,6 @@
 """Numba CUDA kernels (``@cuda.jit``, compiled lazily at the first launch).
 
-The launchers in ``blocksparse``, ``softmax`` and ``hsoftmax`` have the names and
+The launchers in ``blocksparse``, ``softmax``, ``hsoftmax``, ``inference`` and ``topk`` have the names and
 positional signatures of ``nbsparse._cpu``: they take Numba device arrays
 (C-contiguous, floats of one dtype, ``intp`` indices, already validated), write
 in place, return None and accept a keyword ``stream``. Importing this package
@@ -16,6 +16,6 @@ import numpy as np
 if not hasattr(np, "row_stack"):
     np.row_stack = np.vstack
 
-from . import arrays, blocksparse, hsoftmax, launch, softmax  # noqa: E402
+from . import arrays, blocksparse, hsoftmax, inference, launch, softmax, topk  # noqa: E402
 
-__all__ = ["arrays", "blocksparse", "hsoftmax", "launch", "softmax"]
+__all__ = ["arrays", "blocksparse", "hsoftmax", "inference", "launch", "softmax", "topk"]

@@ -14,7 +14,7 @@ import functools
 import sys
 import time
 
-from . import arrays, blocksparse, hsoftmax, launch, optim, softmax
+from . import arrays, blocksparse, hsoftmax, inference, launch, optim, softmax, topk
 
 DTYPES = ("float32", "float64")
 
@@ -29,6 +29,7 @@ def kernels(threads=128, tile=32):
     from numba import types
 
     i1, i2 = types.intp[::1], types.intp[:, ::1]
+    f64_2 = types.float64[:, ::1]
 
     def a(dt, ndim):
         return types.Array(dt, ndim, "C")
@@ -63,6 +64,14 @@ def kernels(threads=128, tile=32):
                          lambda t: (a(t, 1), a(t, 2), a(t, 2), i1, i1, a(t, 2), a(t, 2))),
         "gather_rows": (arrays._gather_rows, lambda t: (a(t, 2), a(t, 2), i1)),
         "scatter_rows": (arrays._scatter_rows, lambda t: (a(t, 2), i1, a(t, 2))),
+        "topk": (topk._topk_kernel(threads),
+                 lambda t: (a(t, 2), a(t, 2), a(t, 3), a(t, 2), types.int64, i2, a(t, 2), i1,
+                            a(t, 2), a(t, 2), a(t, 2), i2, a(t, 2), i2)),
+        "logprob": (inference._logprob,
+                    lambda t: (a(t, 2), a(t, 2), a(t, 3), a(t, 2), i2, types.int64, a(t, 2))),
+        "sample": (inference._sample,
+                   lambda t: (a(t, 2), a(t, 2), a(t, 3), a(t, 2), types.int64, types.int64, types.uint64,
+                              i1, f64_2)),
         "sgd_dense": (optim._sgd_dense, lambda t: (a(t, 1), a(t, 1), t)),
         "sgd_blocks": (optim._sgd_blocks, lambda t: (a(t, 2), i1, a(t, 2), t)),
         "adam_dense": (optim._adam_dense, lambda t: (a(t, 1), a(t, 1), a(t, 1), a(t, 1)) + (t,) * 8),

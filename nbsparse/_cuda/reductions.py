@@ -10,6 +10,8 @@ one tree, a barrier per step for both.
 The helpers are :func:`.launch.device` functions, inlined into each kernel.
 """
 
+import math
+
 from numba import cuda
 
 from .launch import device
@@ -96,3 +98,32 @@ def block_sum2(buf_a, buf_b, tid, threads, a, b):
 def block_max2(buf_a, buf_b, tid, threads, a, b):
     """``(block_max(a), block_max(b))`` in one tree over ``buf_a`` and ``buf_b``."""
     return _reduce2(buf_a, buf_b, tid, threads, a, b, True)
+
+
+@device
+def ranks_before(value_a, index_a, value_b, index_b):
+    """True when ``(value_a, index_a)`` ranks before ``(value_b, index_b)``: a larger value, or an equal one
+    with a lower index; NaN after every number, as NumPy sorts it. A strict total order over distinct
+    indices, NaN included."""
+    if math.isnan(value_a):
+        return math.isnan(value_b) and index_a < index_b
+    return math.isnan(value_b) or value_a > value_b or (value_a == value_b and index_a < index_b)
+
+
+@device
+def block_argmax(buf_v, buf_i, tid, threads, value, index):
+    """The ``(value, index)`` pair of the block that ranks first (:func:`ranks_before`), in every thread.
+
+    ``buf_v`` holds values, ``buf_i`` integer indices; as :func:`block_sum` otherwise.
+    """
+    buf_v[tid], buf_i[tid] = value, index
+    cuda.syncthreads()
+    step = threads // 2
+    while step > 0:
+        if tid < step and ranks_before(buf_v[tid + step], buf_i[tid + step], buf_v[tid], buf_i[tid]):
+            buf_v[tid], buf_i[tid] = buf_v[tid + step], buf_i[tid + step]
+        cuda.syncthreads()
+        step //= 2
+    value, index = buf_v[0], buf_i[0]
+    cuda.syncthreads()
+    return value, index

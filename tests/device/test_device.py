@@ -254,24 +254,13 @@ def test_deterministic_launches_no_atomic_kernel(launches, name):
     assert {k for k, _ in launches if "atomic" in k}
 
 
-
-NOT_YET_ON_DEVICE = {"h_softmax_topk", "h_softmax_logprob", "h_softmax_sample"}
-"""The inference functions: CPU only so far (tests/inference); on device arrays they refuse."""
+INFERENCE = {"h_softmax_topk", "h_softmax_logprob", "h_softmax_sample"}
+"""Not rows of the op table (no Dask form yet): tested on device arrays in test_inference_device.py."""
 
 
 def test_calls_cover_every_public_function():
-    """Guard: the sweeps above call every function of the API (and each mode), but those not yet on the GPU."""
+    """Guard: the sweeps above call every function of the API (and each mode), and test_inference_device.py the rest."""
     funcs = {c.func.__name__ for c in calls(np.float64).values()}
     public = {n for n in nbs.__all__ if inspect.isfunction(getattr(nbs, n))}
-    assert funcs == public - NOT_YET_ON_DEVICE
-    assert NOT_YET_ON_DEVICE <= public
-
-
-@pytest.mark.parametrize("name", sorted(NOT_YET_ON_DEVICE))
-def test_functions_not_yet_on_the_device_refuse_device_arrays(name):
-    a = HSM_SMALL.make(np.float32)
-    args = [to_device(v) if isinstance(v, np.ndarray) else v for v in a.call()]
-    extra = {"h_softmax_topk": (2,), "h_softmax_logprob": (to_device(a.target.reshape(-1, 1)),),
-             "h_softmax_sample": ()}[name]
-    with pytest.raises(NotImplementedError, match="GPU"):
-        getattr(nbs, name)(*args, *extra)
+    assert funcs == public - INFERENCE
+    assert INFERENCE <= public

@@ -1,7 +1,5 @@
 """``h_softmax_topk``: exact against the full distribution sorted, and reading few class blocks where it can."""
 
-import dataclasses
-
 import numba
 import numpy as np
 import pytest
@@ -10,7 +8,7 @@ import nbsparse as nbs
 from nbsparse import _host, _reference, _team
 from nbsparse._hierarchy import Problem
 from tests.support.assertions import FLOAT_DTYPES, tolerance
-from tests.support.cases import HSOFTMAX_CASES, HSoftmaxCase
+from tests.support.cases import HSOFTMAX_CASES, HSoftmaxCase, flat_hsoftmax, peaked_hsoftmax
 
 
 def topk_and_reads(a, k):
@@ -43,29 +41,17 @@ def test_an_empty_batch_gives_empty_results(dtype):
     assert got.indices.shape == (0, 4) and got.log_probs.shape == (0, 4)
 
 
-def flat(case, dtype):
-    """Every output equally likely: class logits, slot logits all zero."""
-    a = case.make(dtype)
-    return dataclasses.replace(a, W1=np.zeros_like(a.W1), b1=np.zeros_like(a.b1), W2=np.zeros_like(a.W2),
-                               b2=np.zeros_like(a.b2))
-
-
 @pytest.mark.parametrize("k", [1, 4, 10])
 def test_ties_go_to_the_lower_output_index(k):
-    a = flat(HSoftmaxCase("flat", batch=3, n_in=4, n_classes=3, K=4, n_outputs=10), np.float64)
+    a = flat_hsoftmax(HSoftmaxCase("flat", batch=3, n_in=4, n_classes=3, K=4, n_outputs=10), np.float64)
     got = nbs.h_softmax_topk(*a.call(), k)
     np.testing.assert_array_equal(got.indices, np.broadcast_to(np.arange(k), (3, k)))
     np.testing.assert_allclose(got.log_probs, np.log(1 / 12))  # the slot softmax spans all K slots
 
 
 def test_a_peaked_class_distribution_reads_one_class_block():
-    # As a trained model's: one class far ahead of the others (class 7: +12 on its logit through x[:, 0]).
-    a = HSoftmaxCase("peaked", batch=16, n_in=8, n_classes=50, K=10, n_outputs=500, seed=3).make(np.float64)
-    x = a.x.copy()
-    x[:, 0] = 1.0
-    W1 = np.zeros_like(a.W1)
-    W1[0, 7] = 12.0
-    a = dataclasses.replace(a, x=x, W1=W1, b1=np.zeros_like(a.b1))
+    a = peaked_hsoftmax(HSoftmaxCase("peaked", batch=16, n_in=8, n_classes=50, K=10, n_outputs=500, seed=3),
+                        np.float64, leader=7)
     indices, _, reads = topk_and_reads(a, 5)
     assert (reads == 1).all(), reads  # class 7's 5 best outputs beat every other class's probability
     assert (indices // a.K == 7).all()
@@ -76,7 +62,7 @@ def test_a_peaked_class_distribution_reads_one_class_block():
 
 
 def test_a_flat_class_distribution_reads_every_class():
-    a = flat(HSoftmaxCase("flat", batch=2, n_in=3, n_classes=6, K=2, n_outputs=12), np.float64)
+    a = flat_hsoftmax(HSoftmaxCase("flat", batch=2, n_in=3, n_classes=6, K=2, n_outputs=12), np.float64)
     _, _, reads = topk_and_reads(a, 3)
     # Ties: every class's probability equals the k-th output's: none can be skipped (a lower index may win).
     assert (reads == 6).all()
@@ -110,10 +96,3 @@ def test_a_bad_k_is_refused(k, error, match):
         nbs.h_softmax_topk(*a.call(), k)
 
 
-def test_gpu_arrays_are_not_yet_supported():
-    from numba import cuda
-
-    a = HSOFTMAX_CASES[0].make(np.float32)
-    args = [cuda.to_device(v) if isinstance(v, np.ndarray) else v for v in a.call()]
-    with pytest.raises(NotImplementedError, match="GPU"):
-        nbs.h_softmax_topk(*args, 2)

@@ -18,7 +18,7 @@ Layouts (``layout``), applied to every array of a case, indices included:
     Views with negative strides along every axis.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -283,3 +283,21 @@ HSOFTMAX_CASES = [
     HSoftmaxCase("odd_sizes", batch=7, n_in=9, n_classes=5, K=7, n_outputs=33, seed=6),
 ]
 """Non-empty ``h_softmax`` problems (batch 0 is tested on its own: the oracle cannot reshape it)."""
+
+
+def flat_hsoftmax(case, dtype):
+    """``case``'s problem with every output equally likely: class and slot logits all zero."""
+    a = case.make(dtype)
+    return replace(a, W1=np.zeros_like(a.W1), b1=np.zeros_like(a.b1), W2=np.zeros_like(a.W2),
+                   b2=np.zeros_like(a.b2))
+
+
+def peaked_hsoftmax(case, dtype, leader, margin=12.0):
+    """``case``'s problem with class ``leader`` far ahead of the others, as a trained model's:
+    ``margin`` on its logit (through ``x[:, 0] = 1``), every other class logit zero."""
+    a = case.make(dtype)
+    x = a.x.copy()
+    x[:, 0] = 1.0
+    W1 = np.zeros_like(a.W1)
+    W1[0, leader] = margin
+    return replace(a, x=x, W1=W1, b1=np.zeros_like(a.b1))
