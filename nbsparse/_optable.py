@@ -11,7 +11,8 @@ block-sparse arrays (``o``, ``W``, ``h``, ``input_idx``, ``b``, ``output_idx``,
 ``grad_output``, ``outer_o``, ``alpha``), a softmax input (``logits``,
 ``logits_grad``, ``probs``, ``axis``) and an ``h_softmax`` problem (``x``, the
 four sizes, ``W1``, ``b1``, ``W2``, ``b2``, ``target``, ``hsm_grad_output``,
-``hsm_target_grad_output``). A row's :attr:`Op.sources` names, for each
+``hsm_target_grad_output``) and the inference functions' ``k``,
+``candidates`` and ``seed``. A row's :attr:`Op.sources` names, for each
 argument, the entry of the problem it takes.
 
 Imports only the public functions and ``_reference``.
@@ -25,6 +26,7 @@ import numpy as np
 from . import _reference
 from .blocksparse import sparse_block_dot, sparse_block_dot_grad, sparse_block_gemv, sparse_block_outer
 from .hsoftmax import h_softmax, h_softmax_grad, h_softmax_nll, h_softmax_nll_grad
+from .inference import h_softmax_logprob, h_softmax_sample, h_softmax_topk
 from .softmax import softmax, softmax_grad
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -45,11 +47,14 @@ TOLERANCE = {
 
 
 def tolerance(dtype, purpose="reference"):
-    """The ``assert_allclose`` keywords for results of ``dtype`` compared for ``purpose``."""
+    """The ``assert_allclose`` keywords for results of ``dtype`` compared for ``purpose``: exact for
+    integer results (output indices, draws)."""
+    if np.dtype(dtype).kind in "iu":
+        return {"rtol": 0, "atol": 0}
     return TOLERANCE[purpose][np.dtype(dtype)]
 
 
-SCALARS = frozenset({"alpha", "axis", "batch_size", "n_outputs", "n_classes", "n_outputs_per_class"})
+SCALARS = frozenset({"alpha", "axis", "batch_size", "n_outputs", "n_classes", "n_outputs_per_class", "k", "seed"})
 """Problem entries that are numbers, not arrays."""
 
 
@@ -75,6 +80,8 @@ class Op:
     """Sums over the batch (atomics on the device); takes ``deterministic=True``."""
     gradient: bool = False
     """Returns a named tuple of gradients (``sparse_block_dot_grad``, ``h_softmax*_grad``)."""
+    index_results: tuple = ()
+    """The result fields that are ``intp`` output indices, not floats (None: the result itself)."""
 
     def __str__(self):
         return self.name
@@ -157,6 +164,12 @@ OPS = (
        {"grad_output": "hsm_target_grad_output", **_HSM, "target": "target"},
        batch=("grad_output", "x", "target"), indices=("target",), accumulates=True,
        gradient=True),
+    Op("h_softmax_topk", h_softmax_topk, _reference.h_softmax_topk, {**_HSM, "k": "k"}, batch=("x",),
+       index_results=("indices",)),
+    Op("h_softmax_logprob", h_softmax_logprob, _reference.h_softmax_logprob, {**_HSM, "candidates": "candidates"},
+       batch=("x", "candidates"), indices=("candidates",)),
+    Op("h_softmax_sample", h_softmax_sample, _reference.h_softmax_sample, {**_HSM, "seed": "seed"}, batch=("x",),
+       index_results=(None,)),
 )
 """Every public function and mode."""
 
@@ -183,6 +196,10 @@ class Sizes:
     n_outputs: int = 9
     softmax_width: int = 4
     """``logits`` is ``(batch, softmax_width)``."""
+    k: int = 3
+    """``h_softmax_topk``'s ``k``."""
+    n_candidates: int = 2
+    """``h_softmax_logprob``'s ``candidates`` is ``(batch, n_candidates)``."""
     axis: int = -1
     alpha: float = 0.5
 
@@ -213,6 +230,7 @@ def problem(sizes, dtype, rng, index_dtype=np.int64):
         "W1": normal(s.n_in, s.n_classes), "b1": normal(s.n_classes),
         "W2": normal(s.n_classes, s.n_in, s.n_outputs_per_class),
         "b2": normal(s.n_classes, s.n_outputs_per_class),
-        "target": indices(s.n_outputs, s.batch),
+        "target": indices(s.n_outputs, s.batch), "k": s.k,
+        "candidates": indices(s.n_outputs, s.batch, s.n_candidates), "seed": 2024,
         "hsm_grad_output": normal(s.batch, s.n_outputs), "hsm_target_grad_output": normal(s.batch),
     }

@@ -8,7 +8,7 @@ does and must never import Numba.
 
 import numpy as np
 
-from ._results import BlockGrad, HSoftmaxGrad, SparseBlockDotGrad
+from ._results import BlockGrad, HSoftmaxGrad, HSoftmaxTopK, SparseBlockDotGrad
 
 
 def _float_dtype(*arrays):
@@ -239,9 +239,71 @@ def adam(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
 
 def h_softmax_topk(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, k):
     """Full mode, each row sorted by decreasing probability (ties: increasing index): ``(indices, log_probs)``."""
+    if batch_size == 0:
+        dtype = _float_dtype(x, W1, b1, W2, b2)
+        return HSoftmaxTopK(np.zeros((0, k), np.intp), np.zeros((0, k), dtype))
     with np.errstate(divide="ignore"):
         log_probs = np.log(h_softmax(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2))
-    order = np.stack([np.lexsort((np.arange(n_outputs), -row)) for row in log_probs]) if batch_size else \
-        np.zeros((0, n_outputs), np.intp)
+    order = np.stack([np.lexsort((np.arange(n_outputs), -row)) for row in log_probs])
     order = order[:, :k].astype(np.intp)
-    return order, np.take_along_axis(log_probs, order, axis=1)
+    return HSoftmaxTopK(order, np.take_along_axis(log_probs, order, axis=1))
+
+
+_MASK64 = 2**64 - 1
+
+
+def _uniform(seed, row, counter):
+    """SplitMix64 (Steele, Lea, Flood 2014) of ``seed * G + row * R + counter + G`` mod 2**64: its top 53 bits
+    as a float in [0, 1). Python integers, so every step is written mod 2**64."""
+    z = (seed * 0x9E3779B97F4A7C15 + row * 0xD1B54A32D192ED03 + counter + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return ((z ^ (z >> 31)) >> 11) / 2**53
+
+
+def _inverse_cdf(weights, u):
+    """The first ``i`` with ``u * sum(weights) < cumsum(weights)[i]`` (the last positive weight if rounding
+    leaves none); -1 without a positive weight."""
+    positive = np.flatnonzero(weights > 0)
+    if not positive.size:
+        return -1
+    below = np.flatnonzero(u * weights.sum() < np.cumsum(weights))
+    return int(below[0]) if below.size else int(positive[-1])
+
+
+def h_softmax_sample(x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, *, seed):
+    """The draws of ``h_softmax_sample``: class then slot by inverse CDF over float64 weights.
+
+    Row ``n`` draws its class with uniform ``(seed, n, 0)`` among the classes
+    holding an output, then a slot with ``(seed, n, 1)``. A slot past
+    ``n_outputs`` is rejected; the class is then redrawn with ``(seed, n, 2)``,
+    the rejected class weighted by its valid slots' share, and a valid slot with
+    ``(seed, n, 3)``: the distribution of the draw accepted after any number of
+    rejections.
+    """
+    x, W1, b1, W2, b2 = _cast(_float_dtype(x, W1, b1, W2, b2), x, W1, b1, W2, b2)
+    K = n_outputs_per_class
+    a_class = (x @ W1 + b1).astype(np.float64)
+    a_slot = (np.einsum("nd,cdk->nck", x, W2) + b2).astype(np.float64)
+    n_used = (n_outputs - 1) // K + 1
+    out = np.zeros(batch_size, np.intp)
+    for n in range(batch_size):
+        class_w = np.exp(a_class[n, :n_used] - a_class[n].max())
+        c = _inverse_cdf(class_w, _uniform(seed, n, 0))
+        slot_w = np.exp(a_slot[n, c] - a_slot[n, c].max()) if c >= 0 else None
+        k = _inverse_cdf(slot_w, _uniform(seed, n, 1)) if c >= 0 else -1
+        if k < 0:
+            continue
+        if c * K + k < n_outputs:
+            out[n] = c * K + k
+            continue
+        valid = n_outputs - c * K
+        class_w[c] *= slot_w[:valid].sum() / slot_w.sum()
+        c = _inverse_cdf(class_w, _uniform(seed, n, 2))
+        if c < 0:
+            continue
+        slot_w = np.exp(a_slot[n, c] - a_slot[n, c].max())[:valid if c == n_used - 1 else K]
+        k = _inverse_cdf(slot_w, _uniform(seed, n, 3))
+        if k >= 0:
+            out[n] = c * K + k
+    return out

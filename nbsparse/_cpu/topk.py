@@ -20,7 +20,13 @@ def _log_softmax_into(row, out):
 
 @cached_jit(fastmath=FASTMATH)
 def _before(lp_a, idx_a, lp_b, idx_b):
-    """True when output ``a`` ranks before ``b``: more likely, or as likely with a lower index."""
+    """True when output ``a`` ranks before ``b``: more likely, or as likely with a lower index.
+
+    A NaN log-probability ranks after every number (as NumPy's sorts place NaN);
+    NaNs among themselves by index.
+    """
+    if lp_a != lp_a or lp_b != lp_b:
+        return lp_b != lp_b and (lp_a == lp_a or idx_a < idx_b)
     return lp_a > lp_b or (lp_a == lp_b and idx_a < idx_b)
 
 
@@ -43,6 +49,8 @@ def topk(a_class, x, W2, b2, n_outputs, indices, log_probs, classes_read):
 
     A row's work is at most every class (a flat class distribution) and at
     least ``ceil(k / K)``; on a trained model's peaked distribution, a few.
+    NaN log-probabilities rank after every number, ties by index, as in the
+    reference's sort; a row whose k-th so far is NaN reads every class.
     """
     batch, n_classes = a_class.shape
     K = W2.shape[2]
@@ -61,7 +69,8 @@ def topk(a_class, x, W2, b2, n_outputs, indices, log_probs, classes_read):
     in_pass1 = (rank < first[:, None]) & (held > 0)
     _visit(in_pass1, order, x, W2, b2, lp_class, n_outputs, top_lp, top_idx, count)
     bound = top_lp[:, k - 1]
-    in_pass2 = (rank >= first[:, None]) & (held > 0) & (ranked_lp >= bound[:, None])
+    # "Not less likely than the bound": with a NaN bound (NaN outputs rank last) every class is read.
+    in_pass2 = (rank >= first[:, None]) & (held > 0) & ~(ranked_lp < bound[:, None])
     _visit(in_pass2, order, x, W2, b2, lp_class, n_outputs, top_lp, top_idx, count)
     indices[...] = top_idx
     log_probs[...] = top_lp

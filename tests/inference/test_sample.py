@@ -1,12 +1,12 @@
-"""h_softmax_sample: reproducible by seed and thread count, in range, and a chi-square
-goodness-of-fit test against h_softmax's probabilities."""
+"""h_softmax_sample: the reference's draws, reproducible by seed and thread count, in range,
+and a chi-square goodness-of-fit test against h_softmax's probabilities."""
 
 import numba
 import numpy as np
 import pytest
 
 import nbsparse as nbs
-from nbsparse import _team
+from nbsparse import _reference, _team
 from tests.support.assertions import FLOAT_DTYPES
 from tests.support.cases import HSOFTMAX_CASES, HSoftmaxCase
 
@@ -79,6 +79,25 @@ def test_same_seed_same_draws_all_in_range(case, dtype):
     assert draws.dtype == np.intp and draws.shape == (case.batch,)
     assert draws.min() >= 0 and draws.max() < case.n_outputs
     assert np.array_equal(draws, nbs.h_softmax_sample(*args.call(), seed=2024))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("case", HSOFTMAX_CASES, ids=str)
+def test_draws_are_the_references(case, dtype):
+    args = case.make(dtype)
+    for seed in (0, 2**64 - 1):
+        np.testing.assert_array_equal(nbs.h_softmax_sample(*args.call(), seed=seed),
+                                      _reference.h_softmax_sample(*args.call(), seed=seed))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_draws_after_rejections_are_the_references(dtype):
+    call = _skewed_problem(dtype, n_rows=2000)
+    draws = nbs.h_softmax_sample(*call, seed=7)
+    np.testing.assert_array_equal(draws, _reference.h_softmax_sample(*call, seed=7))
+    # Outputs 8 and 9 are the last class's valid slots, which hold the smaller part of its slot mass:
+    # hundreds of draws there mean that more draws of that class were rejected.
+    assert np.count_nonzero(draws >= 8) > 100
 
 
 def test_different_seeds_differ_and_none_draws_a_fresh_seed():

@@ -64,6 +64,9 @@ HSM_GRAD = Op(OP["h_softmax_grad"])
 HSM_GRAD_T = Op(OP["h_softmax_grad[target]"])
 NLL = Op(OP["h_softmax_nll"])
 NLL_GRAD = Op(OP["h_softmax_nll_grad"])
+TOPK = Op(OP["h_softmax_topk"])
+LOGPROB = Op(OP["h_softmax_logprob"])
+SAMPLE = Op(OP["h_softmax_sample"])
 
 
 # --------------------------------------------------------------------------- checking
@@ -368,6 +371,26 @@ def hsm_value_cases(grad, target):
         yield from shape_cases("grad_output", expected, wrong)
 
 
+def inference_cases(op):
+    """The arguments of the inference functions beyond the model: ``k``, ``candidates``, ``seed``."""
+    if op == TOPK:
+        for k in (0, -1):
+            yield case(f"k={k}", ValueError, ("k", ">= 1", str(k)), k=k)
+        yield case("k-past-n_outputs", ValueError, ("k", "<= n_outputs = 9", "10"), k=N_OUTPUTS + 1)
+        yield case("k-float", TypeError, ("k", "integer", "float"), k=2.0)
+    if op == LOGPROB:
+        m = SIZES.n_candidates
+        yield case("candidates-1-D", ValueError, ("candidates", "2-D", "1-D"),
+                   candidates=lambda a: a["candidates"][:, 0])
+        yield case("candidates-rows", ValueError, ("candidates", f"{BATCH + 1} rows", f"x has {BATCH}"),
+                   candidates=lambda a: np.zeros((BATCH + 1, m), np.int64))
+    if op == SAMPLE:
+        yield case("seed-negative", ValueError, ("seed = -1", "outside [0, 2**64)"), seed=-1)
+        yield case("seed-2**64", ValueError, (f"seed = {2**64}", "outside [0, 2**64)"), seed=2**64)
+        yield case("seed-str", TypeError, ("seed", "integer or None", "str"), seed="7")
+        yield case("seed-float", TypeError, ("seed", "integer or None", "float"), seed=1.0)
+
+
 # --------------------------------------------------------------------------- the table
 PRODUCT_FLOATS = ("W", "h")
 PRODUCT_INDICES = ("input_idx", "output_idx")
@@ -417,13 +440,14 @@ def cases_for(op):
         yield from shape_cases("grad_output", (3, 4), [(3, 5), (4, 3), (3, 4, 1), (12,)])
     else:
         grad, target = op.row.gradient, "target" in op.row.indices
-        if not target:  # target=None is the full mode, not a missing array
+        if not target and "target" in op.row.sources:  # target=None is the full mode, not a missing array
             yield case("target-list", TypeError, ("target", "got list"), target=[0, 1, 2])
         if op in (NLL, NLL_GRAD):  # the loss has no full mode: the target is required
             yield case("target-None", TypeError, ("target", "got None", "h_softmax_nll"),
                        target=None)
         yield from size_type_cases()
         yield from hsm_value_cases(grad, target)
+        yield from inference_cases(op)
         yield from zero_d_cases(("x", "W1", "W2", "b2") + (("grad_output",) if grad else ()))
 
 
@@ -455,6 +479,7 @@ INDEX_ARGS = [  # (op, argument, allowed range [0, n), the message's explanation
     (HSM_GRAD_T, "target", N_OUTPUTS, "n_outputs = 9"),
     (NLL, "target", N_OUTPUTS, "n_outputs = 9"),
     (NLL_GRAD, "target", N_OUTPUTS, "n_outputs = 9"),
+    (LOGPROB, "candidates", N_OUTPUTS, "n_outputs = 9"),
 ]
 
 

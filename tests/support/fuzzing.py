@@ -188,9 +188,13 @@ class Fuzzed:
         reference = optable.OP[self.op].reference
         with np.errstate(all="ignore"):  # NaN/inf inputs: NumPy warns, the values are the test
             result = reference(**args)
+        def cast(r):  # floats to the result dtype; output indices (top-k, draws) stay intp
+            r = np.asarray(r)
+            return r if r.dtype.kind in "iu" else np.asarray(r, dtype)
+
         if isinstance(result, tuple):
-            return type(result)(*(np.asarray(r, dtype) for r in result))
-        return np.asarray(result, dtype)
+            return type(result)(*(cast(r) for r in result))
+        return cast(result)
 
 
 def _first_float(arrays):
@@ -202,7 +206,12 @@ def as_tuple(value):
 
 
 def assert_values(got, want, dtype, what):
-    """Same dtype and shape; close values; NaN and +-inf exactly where the oracle has them."""
+    """Same dtype and shape; close values; NaN and +-inf exactly where the oracle has them.
+
+    Integer results (output indices) have the oracle's dtype and values exactly.
+    """
+    if want.dtype.kind in "iu":
+        dtype = want.dtype
     assert got.dtype == dtype, (what, got.dtype, dtype)
     assert got.shape == want.shape, (what, got.shape, want.shape)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{what}: NaN positions")
@@ -413,9 +422,20 @@ def softmax_calls(draw, op):
     return fz
 
 
+INFERENCE = ("h_softmax_topk", "h_softmax_logprob", "h_softmax_sample")
+"""Drawn without NaN or inf: which output a NaN activation yields is not in their contract."""
+
+INFERENCE_SCALARS = {
+    "h_softmax_topk": lambda draw, n_outputs: {"k": draw(st.integers(1, n_outputs))},
+    "h_softmax_sample": lambda draw, n_outputs: {"seed": draw(st.integers(0, 2**64 - 1))},
+}
+"""The scalar arguments an inference function takes beyond the model, drawn."""
+
+
 @st.composite
 def h_softmax_calls(draw, op):
-    """h_softmax(_grad), full or target mode: batch 0-4, n_in 0-4, 1-4 classes of 1-4 outputs."""
+    """h_softmax(_grad), full or target mode, and the inference functions: batch 0-4, n_in 0-4,
+    1-4 classes of 1-4 outputs; k in [1, n_outputs], 0-3 candidates per row, any seed."""
     batch, n_in = draw(st.integers(0, 4)), draw(st.integers(0, 4))
     n_classes, K = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     n_outputs = draw(st.integers(1, n_classes * K))  # < n_classes * K: Theano's truncation
@@ -430,14 +450,20 @@ def h_softmax_calls(draw, op):
         values = {"grad_output": rng.standard_normal(shape), **values}
     others = {"batch_size": batch, "n_outputs": n_outputs, "n_classes": n_classes,
               "n_outputs_per_class": K}
-    placed = _place_specials(rng, values, draw(specials))
+    if op in INFERENCE_SCALARS:
+        others.update(INFERENCE_SCALARS[op](draw, n_outputs))
+    placed = _place_specials(rng, values, 0 if op in INFERENCE else draw(specials))
     looks = draw(float_looks(list(values)))
+    if op == "h_softmax_logprob":
+        pattern = draw(st.sampled_from(INDEX_PATTERNS))
+        values["candidates"] = _indices(rng, pattern, n_outputs, (batch, draw(st.integers(0, 3))))
+        looks.update(draw(index_looks(["candidates"])))
     if with_target:
         pattern = draw(st.sampled_from(INDEX_PATTERNS))
         target = _indices(rng, pattern, n_outputs, (batch, 1))
         values["target"] = target if draw(st.booleans()) else target.reshape(batch)
         looks.update(draw(index_looks(["target"])))
-    else:
+    elif op not in INFERENCE:
         others["target"] = None
     func = optable.OP[op].func
     pairs = [("x", "W1"), ("W1", "W2"), ("W2", "b2")] + (
