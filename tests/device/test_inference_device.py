@@ -14,7 +14,7 @@ import nbsparse as nbs
 from nbsparse import _reference
 from nbsparse._hierarchy import Problem
 from tests.support.assertions import FLOAT_DTYPES, tolerance
-from tests.support.cases import HSoftmaxCase, flat_hsoftmax, peaked_hsoftmax
+from tests.support.cases import HSoftmaxCase, bound_tie_hsoftmax, flat_hsoftmax, peaked_hsoftmax
 from tests.support.device import SIM, is_device_array, to_device
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("strict_device_arrays", "small_blocks")]
@@ -62,6 +62,13 @@ def test_topk_ties_go_to_the_lower_output_index(k):
     got = nbs.h_softmax_topk(*on_device(a), k)
     np.testing.assert_array_equal(got.indices.copy_to_host(), np.broadcast_to(np.arange(k), (a.x.shape[0], k)))
     np.testing.assert_allclose(got.log_probs.copy_to_host(), np.log(1 / 12))  # the slot softmax spans all K
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_topk_reads_a_class_as_likely_as_the_bound(dtype):
+    args = [to_device(a) if isinstance(a, np.ndarray) else a for a in bound_tie_hsoftmax(dtype)]
+    got = nbs.h_softmax_topk(*args, 2)
+    np.testing.assert_array_equal(got.indices.copy_to_host(), [[0, 2]])
 
 
 @pytest.mark.parametrize("k", [1, 4, 10])

@@ -8,7 +8,7 @@ import nbsparse as nbs
 from nbsparse import _host, _reference, _team
 from nbsparse._hierarchy import Problem
 from tests.support.assertions import FLOAT_DTYPES, tolerance
-from tests.support.cases import HSOFTMAX_CASES, HSoftmaxCase, flat_hsoftmax, peaked_hsoftmax
+from tests.support.cases import HSOFTMAX_CASES, HSoftmaxCase, bound_tie_hsoftmax, flat_hsoftmax, peaked_hsoftmax
 
 
 def topk_and_reads(a, k):
@@ -47,6 +47,13 @@ def test_ties_go_to_the_lower_output_index(k):
     got = nbs.h_softmax_topk(*a.call(), k)
     np.testing.assert_array_equal(got.indices, np.broadcast_to(np.arange(k), (3, k)))
     np.testing.assert_allclose(got.log_probs, np.log(1 / 12))  # the slot softmax spans all K slots
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_a_class_as_likely_as_the_bound_is_still_read(dtype):
+    got = nbs.h_softmax_topk(*bound_tie_hsoftmax(dtype), 2)
+    np.testing.assert_array_equal(got.indices, [[0, 2]])
+    assert got.log_probs[0, 0] == got.log_probs[0, 1]  # an exact tie, decided by the index
 
 
 def test_a_peaked_class_distribution_reads_one_class_block():

@@ -301,3 +301,15 @@ def peaked_hsoftmax(case, dtype, leader, margin=12.0):
     W1 = np.zeros_like(a.W1)
     W1[0, leader] = margin
     return replace(a, x=x, W1=W1, b1=np.zeros_like(a.b1))
+
+
+def bound_tie_hsoftmax(dtype):
+    """A class exactly as likely as the k-th output of the likelier class before it (k = 2).
+
+    Class 1 (probability 2/3) holds outputs 2 and 3 at 1/3 each; class 0 (1/3) puts all
+    its mass on output 0, also at 1/3 (its slot 1 has logit -inf). Reading class 1 first
+    bounds the 2nd output at log(1/3), exactly class 0's probability: class 0 must still be
+    read, since output 0 wins the tie with output 3 by its lower index. The top 2 are 0 and 2.
+    """
+    return (np.ones((1, 1), dtype), 1, 4, 2, 2, np.zeros((1, 2), dtype), np.array([0.0, np.log(2.0)], dtype),
+            np.zeros((2, 1, 2), dtype), np.array([[0.0, -np.inf], [0.0, 0.0]], dtype))
