@@ -47,7 +47,7 @@ def _gemv_flat(o, W, h, input_idx, output_idx):
 def _gemv_tiled(threads, tile):
     """The gemv kernel for blocks of ``threads`` threads staging ``tile <= threads`` inputs."""
 
-    @launch.kernel
+    @launch.bounded(threads, launch.RESIDENT_BLOCKS_PRODUCTS)
     def gemv_tiled(o, W, h, input_idx, output_idx):
         """``o[b, j] += sum_i h[b, i] @ W[input_idx[b, i], output_idx[b, j]]``, a block per tile.
 
@@ -145,7 +145,7 @@ def _outer_segments(o, x, y, x_idx, y_idx, alpha, order, starts):
         o[x_block, y_block, r, k] = acc
 
 
-@launch.kernel
+@launch.bounded(launch.THREADS_PER_BLOCK, launch.RESIDENT_BLOCKS_PRODUCTS)
 def _grad_h(dh, W, g, input_idx, output_idx):
     """``dh[b, i] += sum_j W[input_idx[b, i], output_idx[b, j]] @ g[b, j]``, one thread per element.
 

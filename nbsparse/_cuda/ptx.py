@@ -83,7 +83,8 @@ def compile_kernel(name, dtype, cc=(7, 0)):
             "run with NUMBA_ENABLE_CUDASIM=0 (no GPU is needed)"
         )
     func, argtypes = kernels()[name]
-    ptx, _ = cuda.compile_ptx(func, argtypes(getattr(types, dtype)), cc=cc)
+    ptx, _ = cuda.compile_ptx(func, argtypes(getattr(types, dtype)), cc=cc,
+                              launch_bounds=getattr(func, "launch_bounds", None))
     return ptx
 
 
