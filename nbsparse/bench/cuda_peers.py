@@ -49,8 +49,8 @@ def _pair_groups(cp, x_idx, y_idx, y_blocks):
     order = cp.argsort(keys)
     sorted_keys = keys[order]
     starts = cp.flatnonzero(cp.concatenate((cp.ones(1, bool), sorted_keys[1:] != sorted_keys[:-1])))
-    bounds = cp.concatenate((starts, cp.array([keys.size]))).get().tolist()
-    return order, sorted_keys[starts].get().tolist(), bounds
+    bounds = cp.asnumpy(cp.concatenate((starts, cp.array([keys.size])))).tolist()
+    return order, cp.asnumpy(sorted_keys[starts]).tolist(), bounds
 
 
 def dot_peers(cp, W, h, input_idx, b, output_idx):

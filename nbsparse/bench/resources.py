@@ -13,7 +13,7 @@ Needs the real CUDA target (``NUMBA_ENABLE_CUDASIM=0`` or unset), no GPU and no
 driver.
 """
 
-import functools
+import concurrent.futures
 import importlib.util
 import os
 import re
@@ -159,30 +159,28 @@ def occupancy(arch, registers, shared, threads=THREADS):
     return blocks, blocks * warps * 32 / arch.threads_per_sm, limit
 
 
-@functools.cache
-def _ptx(name, dtype, cc):
-    return ptx.compile_kernel(name, dtype, cc)
-
-
-def usage(name, dtype, arch, ptx_arch=None, ptxas=None):
-    """The :class:`Usage` of kernel ``name`` in ``dtype`` on ``arch`` (a key of :data:`ARCHS`).
-
-    The PTX is Numba's for ``arch`` (what it compiles on such a GPU), or for
-    ``ptx_arch`` when given: PTX is forward compatible, so one PTX per kernel
-    assembled for every architecture saves the compile time of the others.
-    """
-    a = ARCHS[arch]
-    report = assemble(_ptx(name, dtype, ARCHS[ptx_arch or arch].cc), arch, ptxas)
-    blocks, occ, limit = occupancy(a, report["registers"], report["shared"])
+def usage(name, dtype, arch, ptx_text, ptxas=None):
+    """The :class:`Usage` of kernel ``name`` in ``dtype`` on ``arch`` (a key of :data:`ARCHS`), from its PTX."""
+    report = assemble(ptx_text, arch, ptxas)
+    blocks, occ, limit = occupancy(ARCHS[arch], report["registers"], report["shared"])
     return Usage(name, dtype, arch, threads=THREADS, blocks_per_sm=blocks, occupancy=occ, limit=limit,
                  **report)
 
 
 def report(kernels=None, dtypes=ptx.DTYPES, archs=tuple(ARCHS), ptx_arch=None):
-    """:class:`Usage` of every kernel (default: all of ``ptx.kernels()``), dtype and architecture."""
+    """:class:`Usage` of every kernel (default: all of ``ptx.kernels()``), dtype and architecture.
+
+    The PTX is Numba's for each architecture (what it compiles on such a GPU), or
+    for ``ptx_arch`` alone when given: PTX is forward compatible, so one PTX per
+    kernel assembled for every architecture saves the compile time of the others.
+    Numba compiles one kernel at a time; the ``ptxas`` processes run side by side.
+    """
     tool = find_ptxas()
     names = list(ptx.kernels()) if kernels is None else list(kernels)
-    return [usage(name, dtype, arch, ptx_arch, tool) for name in names for dtype in dtypes for arch in archs]
+    jobs = [(name, dtype, arch, ptx.compile_kernel(name, dtype, ARCHS[ptx_arch or arch].cc))
+            for name in names for dtype in dtypes for arch in archs]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(lambda job: usage(*job, ptxas=tool), jobs))
 
 
 def problems(rows, floor=OCCUPANCY_FLOOR):
