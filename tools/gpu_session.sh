@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run for a GPU machine that is lent for a few minutes: the device
-# check, the GPU benchmark and the real-hardware tests, within 10 minutes,
+# check, the GPU benchmark (reduced sizes, then full sizes in float32) and the
+# real-hardware tests, within 10 minutes,
 # every output in one folder. Run it from the repository root:
 #
 #     bash tools/gpu_session.sh [OUT_DIR]        # default: gpu-results/
@@ -36,8 +37,11 @@ if [ "${NBSPARSE_SKIP_INSTALL:-0}" != 1 ]; then
 fi
 # Most telling first: correctness of every op, then the timings, then the tests.
 # (The resource report needs no GPU: python -m nbsparse.bench --cuda-resources, anywhere.)
+# The full-size benchmark comes last: its NumPy reference results alone take one
+# to two minutes per dtype on one core (h_softmax_grad's full mode most of it).
 step check 60 "$PY" -m nbsparse check --device cuda
-step bench 200 "$PY" -m nbsparse.bench --device cuda --repeat 10 --json "$OUT/bench.json"
-step tests 180 "$PY" -m pytest -q -m "cuda or gpu" -p no:cacheprovider --junitxml="$OUT/tests.xml"
+step bench-quick 90 "$PY" -m nbsparse.bench --device cuda --quick --repeat 10 --json "$OUT/bench-quick.json"
+step tests 150 "$PY" -m pytest -q -m "cuda or gpu" -p no:cacheprovider --junitxml="$OUT/tests.xml"
+step bench 150 "$PY" -m nbsparse.bench --device cuda --dtype float32 --repeat 10 --json "$OUT/bench.json"
 echo "results in $OUT/ (first failure: exit $status)"
 exit "$status"
