@@ -24,7 +24,11 @@ def main(argv=None):
     if args.command in (None, "check"):
         from . import _selfcheck
 
-        return 0 if _selfcheck.run(device=getattr(args, "device", "cpu")) else 1
+        try:
+            return 0 if _selfcheck.run(device=getattr(args, "device", "cpu")) else 1
+        except RuntimeError as err:  # --device cuda without a GPU
+            print(f"cannot run: {err}")
+            return 2
     if args.command == "demo":
         from .demo import cli
 

@@ -155,22 +155,24 @@ def main(argv=None):
 
 def _gpu_main(args):
     """``--cuda-resources`` and ``--device cuda`` (modules :mod:`.resources`, :mod:`.cuda`)."""
-    if args.cuda_resources:
-        from . import resources
+    try:
+        if args.cuda_resources:
+            from . import resources
 
-        out = resources.run()
-        code = 1 if out["problems"] else 0
-    else:
-        from . import cuda
+            out = resources.run()
+        else:
+            from . import cuda
 
-        try:
             out = cuda.run(ops=tuple(args.op or cases.OPS), names=tuple(args.workload or workloads.WORKLOADS),
                            dtypes=tuple(args.dtype or DTYPES), size="quick" if args.quick else "full",
                            repeat=args.repeat or cuda.REPEAT)
-        except cases.CheckError as err:
-            print(f"CHECK FAILED: {err}")
-            return 1
-        code = 0
+    except cases.CheckError as err:
+        print(f"CHECK FAILED: {err}")
+        return 1
+    except (RuntimeError, FileNotFoundError) as err:  # no GPU, the simulator, no ptxas: say which
+        print(f"cannot run: {err}")
+        return 2
+    code = 1 if out.get("problems") else 0
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

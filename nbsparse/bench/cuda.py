@@ -41,6 +41,9 @@ class Device:
         from nbsparse._cuda.launch import SIM
 
         self.cuda, self.sim = cuda, SIM
+        if not SIM and not cuda.is_available():
+            raise RuntimeError("no CUDA GPU is available to Numba (numba.cuda.is_available() is False): "
+                               "see numba.cuda.detect(), and pip install 'nbsparse[cu12]'")
         self.cp = None
         if not SIM and importlib.util.find_spec("cupy") is not None:
             import cupy

@@ -103,3 +103,28 @@ def test_device_selfcheck_runs_the_ops_on_device_arrays(monkeypatch, capsys):
     assert rows == [[op, dtype] for dtype in ("float32", "float64")
                     for op in ("sparse_block_gemv", "softmax", "h_softmax_nll")]
     assert lines[-1] == "all ops match the NumPy reference"
+
+
+def test_resource_report_refuses_the_simulator(capsys):
+    from nbsparse import bench
+
+    assert bench.main(["--cuda-resources"]) == 2
+    assert "cannot run: compile_ptx is not available in the CUDA simulator" in capsys.readouterr().out
+
+
+def test_device_commands_without_a_gpu_say_so():
+    """With the real CUDA target and no GPU (this machine), both commands exit 2 with the reason."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
+    code = ("from numba import cuda; print(cuda.is_available()); "
+            "from nbsparse import __main__ as m; from nbsparse import bench; "
+            "print(m.main(['check', '--device', 'cuda']), bench.main(['--device', 'cuda', '--quick']))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    if lines[0] == "True":
+        pytest.skip("a CUDA GPU is available here")
+    assert lines[1:] == ["cannot run: no CUDA GPU is available to Numba (numba.cuda.is_available() is False): "
+                         "see numba.cuda.detect(), and pip install 'nbsparse[cu12]'"] * 2 + ["2 2"]
