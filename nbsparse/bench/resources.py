@@ -57,9 +57,9 @@ THREADS = launch.THREADS_PER_BLOCK
 #: The lowest theoretical occupancy the CI test accepts: 4 resident blocks of 128
 #: threads (16 of 64 warps, 4 per scheduler). The element-wise kernels reach 50-100%;
 #: the one-block-per-row reductions 25-56% (``launch.RESIDENT_BLOCKS_*``). The lowest
-#: is the loss backward in float64: it needs 116-128 registers to run without spills,
-#: which allows no more than 4 blocks, and a spill (a local-memory round trip per
-#: use) costs more than the occupancy it buys. A kernel that falls below 25% has
+#: is the loss backward (``nll_backward``, 25%): in float64 it needs 116-128 registers
+#: to run without spills, which allows no more than 4 blocks, and a spill (a
+#: local-memory round trip per use) costs more than the occupancy it buys. A kernel that falls below 25% has
 #: lost registers to a change, not to a choice.
 OCCUPANCY_FLOOR = 0.25
 
