@@ -7,8 +7,10 @@ import sys
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="nbsparse", description=__doc__)
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("check", help="run every op once, compare with the NumPy reference, "
-                                      "print compile and call times (the default)")
+    check = commands.add_parser("check", help="run every op once, compare with the NumPy reference, "
+                                              "print compile and call times (the default)")
+    check.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="cuda: every op on the GPU (CuPy arrays when CuPy is installed)")
     demo = commands.add_parser(
         "demo", help="train a word-level language model whose output layer is h_softmax "
                      "(about a minute on 2 cores)",
@@ -22,7 +24,11 @@ def main(argv=None):
     if args.command in (None, "check"):
         from . import _selfcheck
 
-        return 0 if _selfcheck.run() else 1
+        try:
+            return 0 if _selfcheck.run(device=getattr(args, "device", "cpu")) else 1
+        except RuntimeError as err:  # --device cuda without a GPU
+            print(f"cannot run: {err}")
+            return 2
     if args.command == "demo":
         from .demo import cli
 

@@ -47,7 +47,7 @@ def _gemv_flat(o, W, h, input_idx, output_idx):
 def _gemv_tiled(threads, tile):
     """The gemv kernel for blocks of ``threads`` threads staging ``tile <= threads`` inputs."""
 
-    @launch.kernel
+    @launch.bounded(threads, launch.RESIDENT_BLOCKS_PRODUCTS)
     def gemv_tiled(o, W, h, input_idx, output_idx):
         """``o[b, j] += sum_i h[b, i] @ W[input_idx[b, i], output_idx[b, j]]``, a block per tile.
 
@@ -145,28 +145,34 @@ def _outer_segments(o, x, y, x_idx, y_idx, alpha, order, starts):
         o[x_block, y_block, r, k] = acc
 
 
-@launch.kernel
-def _grad_h(dh, W, g, input_idx, output_idx):
-    """``dh[b, i] += sum_j W[input_idx[b, i], output_idx[b, j]] @ g[b, j]``, one thread per element.
+@functools.cache
+def _grad_h(threads):
+    """The ``grad_h`` kernel for blocks of at most ``threads`` threads (its launch bounds)."""
 
-    Thread ``t`` alone writes ``dh[b, i, r]`` (``r`` fastest), so no atomics are
-    needed. Each thread reads a row of a ``W`` block along ``k``; ``g[b, j, k]`` is
-    one address for all threads of a row.
-    """
-    i_win, i_size = dh.shape[1], dh.shape[2]
-    o_win, o_size = g.shape[1], g.shape[2]
-    zero = dh.dtype.type(0)
-    for t in range(cuda.grid(1), dh.size, cuda.gridsize(1)):
-        b, i, r = t // (i_win * i_size), (t // i_size) % i_win, t % i_size
-        in_block = input_idx[b, i]
-        acc = dh[b, i, r]
-        for j in range(o_win):
-            out_block = output_idx[b, j]
-            part = zero  # one partial sum per output block, as the CPU kernel does
-            for k in range(o_size):
-                part += W[in_block, out_block, r, k] * g[b, j, k]
-            acc += part
-        dh[b, i, r] = acc
+    @launch.bounded(threads, launch.RESIDENT_BLOCKS_PRODUCTS)
+    def grad_h(dh, W, g, input_idx, output_idx):
+        """``dh[b, i] += sum_j W[input_idx[b, i], output_idx[b, j]] @ g[b, j]``, one thread per element.
+
+        Thread ``t`` alone writes ``dh[b, i, r]`` (``r`` fastest), so no atomics are
+        needed. Each thread reads a row of a ``W`` block along ``k``; ``g[b, j, k]`` is
+        one address for all threads of a row.
+        """
+        i_win, i_size = dh.shape[1], dh.shape[2]
+        o_win, o_size = g.shape[1], g.shape[2]
+        zero = dh.dtype.type(0)
+        for t in range(cuda.grid(1), dh.size, cuda.gridsize(1)):
+            b, i, r = t // (i_win * i_size), (t // i_size) % i_win, t % i_size
+            in_block = input_idx[b, i]
+            acc = dh[b, i, r]
+            for j in range(o_win):
+                out_block = output_idx[b, j]
+                part = zero  # one partial sum per output block, as the CPU kernel does
+                for k in range(o_size):
+                    part += W[in_block, out_block, r, k] * g[b, j, k]
+                acc += part
+            dh[b, i, r] = acc
+
+    return grad_h
 
 
 @launch.kernel
@@ -268,7 +274,8 @@ def grad_h(dh, W, g, input_idx, output_idx, *, stream=0):
     """Same contract as ``_cpu.grads.grad_h``; all arguments are device arrays."""
     if dh.size == 0:
         return
-    _grad_h[launch.blocks_for(dh.size), launch.threads(), stream](dh, W, g, input_idx, output_idx)
+    threads = launch.threads()
+    _grad_h(threads)[launch.blocks_for(dh.size), threads, stream](dh, W, g, input_idx, output_idx)
 
 
 def bias_grad(db, g, output_idx, *, stream=0, deterministic=False):

@@ -39,7 +39,7 @@ def _target_forward(p_class, p_slot, classes, slots, out):
 def _full_backward(threads):
     """The full-mode backward kernel for blocks of ``threads`` (a power of two)."""
 
-    @launch.kernel
+    @launch.bounded(threads, launch.RESIDENT_BLOCKS_ROWS)
     def full_backward(g, p_class, p_slot, d_class, d_slot):
         """Softmax-input gradients of both levels, full mode; a block per batch row.
 
@@ -209,7 +209,7 @@ def _nll_kernels(threads):
     sums of ``exp(a - max)``, so a row costs two reductions, not four.
     """
 
-    @launch.kernel
+    @launch.bounded(threads, launch.RESIDENT_BLOCKS_ROWS)
     def nll_forward(a_class, a_slot, classes, slots, out):
         """``out[n] = (lse(a_class[n]) - a_class[n, c_t]) + (lse(a_slot[n]) - a_slot[n, k_t])``.
 
@@ -227,7 +227,7 @@ def _nll_kernels(threads):
                 out[n] = ((peak_c - a_class[n, classes[n]]) + math.log(total_c)
                           + ((peak_s - a_slot[n, slots[n]]) + math.log(total_s)))
 
-    @launch.kernel
+    @launch.bounded(threads, launch.RESIDENT_BLOCKS_LOSS_BACKWARD)
     def nll_backward(g, a_class, a_slot, classes, slots, d_class, d_slot):
         """``d_class[n] = g[n] * (softmax(a_class[n]) - onehot(c_t))``, and the same for slots.
 

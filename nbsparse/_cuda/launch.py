@@ -30,6 +30,36 @@ def kernel(func):
     return cuda.jit(**JIT_OPTIONS)(func)
 
 
+#: Resident blocks per SM that the register-heavy kernels are compiled for
+#: (``launch_bounds``: ptxas then caps registers at 64K / (blocks x threads)).
+#: ``python -m nbsparse.bench --cuda-resources`` measured, at 128 threads: the
+#: tiled gemv and grad_h used 66-76 registers on sm_70 (38-44% occupancy), and 56-64
+#: without spills when asked for 8 blocks (50%); the row-reduction kernels (softmax,
+#: full backward, the loss) used 70-141 registers (19-44%), and 45-80 without spills
+#: when asked for 6 blocks (37.5-50%). 8 blocks spilled 8-40 bytes in several of them.
+#: The loss backward spills in float64 on sm_90 at 6 or 5 blocks (24-32 bytes); at 4
+#: it uses 116-128 registers without spills (25%, from 19-25% unbounded).
+RESIDENT_BLOCKS_PRODUCTS = 8
+RESIDENT_BLOCKS_ROWS = 6
+RESIDENT_BLOCKS_LOSS_BACKWARD = 4
+
+
+def bounded(threads, resident_blocks):
+    """``kernel``, compiled for blocks of at most ``threads`` threads with ``resident_blocks`` per SM.
+
+    A launch with more than ``threads`` threads per block fails on hardware. The
+    bounds are kept on the Python function too (``launch_bounds``), so that
+    :mod:`.ptx` compiles the same PTX without a GPU; the simulator ignores them.
+    """
+
+    def decorate(func):
+        func.launch_bounds = (threads, resident_blocks)
+        options = JIT_OPTIONS if SIM else {**JIT_OPTIONS, "launch_bounds": func.launch_bounds}
+        return cuda.jit(**options)(func)
+
+    return decorate
+
+
 def device(func):
     """``cuda.jit(device=True)``, inlined into the calling kernel's Numba IR before typing.
 

@@ -46,7 +46,7 @@ def kernels(threads=128, tile=32):
                          lambda t: (a(t, 4), a(t, 3), a(t, 3), i2, i2, t)),
         "outer_segments": (blocksparse._outer_segments,
                            lambda t: (a(t, 4), a(t, 3), a(t, 3), i2, i2, t, i1, i1)),
-        "grad_h": (blocksparse._grad_h, lambda t: (a(t, 3), a(t, 4), a(t, 3), i2, i2)),
+        "grad_h": (blocksparse._grad_h(threads), lambda t: (a(t, 3), a(t, 4), a(t, 3), i2, i2)),
         "bias_grad_atomic": (blocksparse._bias_grad_atomic, lambda t: (a(t, 2), a(t, 3), i2)),
         "bias_grad_segments": (blocksparse._bias_grad_segments,
                                lambda t: (a(t, 2), a(t, 3), i2, i1, i1)),
@@ -92,7 +92,8 @@ def compile_kernel(name, dtype, cc=(7, 0)):
             "run with NUMBA_ENABLE_CUDASIM=0 (no GPU is needed)"
         )
     func, argtypes = kernels()[name]
-    ptx, _ = cuda.compile_ptx(func, argtypes(getattr(types, dtype)), cc=cc)
+    ptx, _ = cuda.compile_ptx(func, argtypes(getattr(types, dtype)), cc=cc,
+                              launch_bounds=getattr(func, "launch_bounds", None))
     return ptx
 
 

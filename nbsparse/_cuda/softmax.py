@@ -20,7 +20,7 @@ from .reductions import block_max, block_sum
 def _kernels(threads):
     """``(softmax_rows, softmax_grad_rows)`` kernels for blocks of ``threads`` (a power of two)."""
 
-    @launch.kernel
+    @launch.bounded(threads, launch.RESIDENT_BLOCKS_ROWS)
     def softmax_rows_kernel(x, out):
         """``out[r] = exp(x[r] - max(x[r])) / sum(exp(x[r] - max(x[r])))``, a block per row."""
         buf = cuda.shared.array(threads, dtype=x.dtype)
@@ -42,7 +42,7 @@ def _kernels(threads):
             for k in range(tid, n, threads):
                 out[row, k] *= scale
 
-    @launch.kernel
+    @launch.bounded(threads, launch.RESIDENT_BLOCKS_ROWS)
     def softmax_grad_rows_kernel(g, y, out):
         """``out[r] = y[r] * (g[r] - sum(g[r] * y[r]))``, a block per row."""
         buf = cuda.shared.array(threads, dtype=y.dtype)

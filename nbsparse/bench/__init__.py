@@ -108,9 +108,17 @@ def main(argv=None):
     parser.add_argument("--topk", action="store_true",
                         help="top-10 through the hierarchy against full mode + argpartition, at V = 10^4 to 10^6 "
                              "(--quick: 10^4), flat and peaked class distributions, instead of the peers")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: the cases on the GPU (CuPy arrays, CUDA events, median of --repeat "
+                             "calls, default 10) beside CuPy and PyTorch peers")
+    parser.add_argument("--cuda-resources", action="store_true",
+                        help="registers, spills, shared memory and occupancy of every CUDA kernel on "
+                             "sm_70/80/90, from ptxas; needs no GPU")
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.cuda_resources or args.device == "cuda":
+        return _gpu_main(args)
     if args.topk:
         out = topk.run(quick=args.quick, repeat=args.repeat or 3)
         if args.json:
@@ -143,3 +151,29 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
     return 0
+
+
+def _gpu_main(args):
+    """``--cuda-resources`` and ``--device cuda`` (modules :mod:`.resources`, :mod:`.cuda`)."""
+    try:
+        if args.cuda_resources:
+            from . import resources
+
+            out = resources.run()
+        else:
+            from . import cuda
+
+            out = cuda.run(ops=tuple(args.op or cases.OPS), names=tuple(args.workload or workloads.WORKLOADS),
+                           dtypes=tuple(args.dtype or DTYPES), size="quick" if args.quick else "full",
+                           repeat=args.repeat or cuda.REPEAT)
+    except cases.CheckError as err:
+        print(f"CHECK FAILED: {err}")
+        return 1
+    except (RuntimeError, FileNotFoundError) as err:  # no GPU, the simulator, no ptxas: say which
+        print(f"cannot run: {err}")
+        return 2
+    code = 1 if out.get("problems") else 0
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return code
