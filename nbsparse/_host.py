@@ -265,9 +265,12 @@ class HostBackend:
     def h_softmax_sample(self, p, seed):
         """One output per row drawn by ``sample`` (one class block per row, two after a rejection)."""
         out = self.empty((p.batch,), np.intp)
-        _launch(_kernels().inference.sample, p.class_activations(), p.h.reshape(p.batch, p.n_in),
-                p.W2.reshape(p.n_classes, p.n_in, p.K), p.b2, p.K, p.n_outputs, np.uint64(seed), out,
-                items=p.batch * p.n_in * p.K)
+        a_class = p.class_activations()
+        # The draws' hash wraps around uint64 on purpose: NumPy would warn when the kernel runs as Python.
+        with np.errstate(over="ignore"):
+            _launch(_kernels().inference.sample, a_class, p.h.reshape(p.batch, p.n_in),
+                    p.W2.reshape(p.n_classes, p.n_in, p.K), p.b2, p.K, p.n_outputs, np.uint64(seed), out,
+                    items=p.batch * p.n_in * p.K)
         return out
 
 
