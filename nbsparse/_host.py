@@ -10,6 +10,7 @@ first launch (:func:`_kernels`): importing it loads Numba, which
 ``import nbsparse`` and a call that fails validation never do.
 """
 
+import contextlib
 import functools
 
 import numpy as np
@@ -19,9 +20,20 @@ from . import _validate as v
 
 
 def _launch(kernel, *args, items=None):
-    """``_threads.launch``, with ``kernel``'s ``MIN_ITEMS_PER_THREAD`` entry when ``items`` is given."""
+    """``_threads.launch``, with ``kernel``'s ``MIN_ITEMS_PER_THREAD`` entry when ``items`` is given.
+
+    A kernel whose own scratch allocation fails inside a parallel loop comes back
+    from Numba as ``SystemError: ... returned a result with an exception set``
+    (the ``MemoryError`` as its cause): that is raised as the ``MemoryError`` it is.
+    """
     per_thread = None if items is None else _kernels().tuning.MIN_ITEMS_PER_THREAD[kernel.__name__]
-    return _threads.launch(kernel, *args, items=items, min_items_per_thread=per_thread)
+    try:
+        return _threads.launch(kernel, *args, items=items, min_items_per_thread=per_thread)
+    except SystemError as error:
+        if not isinstance(error.__cause__, MemoryError):
+            raise
+        raise MemoryError(f"out of memory for the scratch buffers of the CPU kernel {kernel.__name__!r} "
+                          f"({error.__cause__})") from error.__cause__
 
 
 @functools.cache
@@ -91,6 +103,21 @@ class HostBackend:
     def overlaps(a, others):
         """True when ``a`` may share memory with any of ``others`` (see ``nbsparse._overlap``)."""
         return any(np.may_share_memory(a, b) for b in others)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def restored_on_memory_error(a):
+        """Run the block with a copy of ``a`` kept: a ``MemoryError`` inside it leaves ``a`` as it was.
+
+        The CPU kernels allocate scratch inside their parallel loops, so one can
+        run out of memory after others have written into ``a``.
+        """
+        kept = a.copy()
+        try:
+            yield
+        except MemoryError:
+            a[...] = kept
+            raise
 
     @staticmethod
     def write_back(target, result):
