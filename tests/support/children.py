@@ -1,7 +1,7 @@
 """Child Python processes for the tests: bounded in time, none left behind.
 
-A child runs in a session of its own; when it has finished, or has run past its
-time, every process still in that session (a pool worker it forked, a child
+A child leads a process group of its own; when it has finished, or has run past its
+time, every process still in that group (a pool worker it forked, a child
 that hung) is killed.
 """
 
@@ -19,7 +19,7 @@ def run_python(args, env=None, timeout=120):
     """``python *args`` in ``ROOT`` with ``os.environ`` updated by ``env``: the ``CompletedProcess``.
 
     Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds; the child
-    and all its descendants in its session are then killed.
+    and all its descendants in its process group are then killed.
     """
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -27,15 +27,15 @@ def run_python(args, env=None, timeout=120):
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_session(proc.pid)
+        _kill_group(proc.pid)
         proc.communicate()
         raise
-    _kill_session(proc.pid)
+    _kill_group(proc.pid)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _kill_session(pid):
+def _kill_group(pid):
     try:
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:  # nothing left in the session
+    except ProcessLookupError:  # nothing left in the group
         pass
