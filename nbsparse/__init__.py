@@ -7,6 +7,7 @@ chunk by chunk. Importing nbsparse compiles nothing and imports neither Numba
 nor Dask; kernels are compiled (and cached on disk) at first use.
 """
 
+from . import _fork
 from ._results import BlockGrad, HSoftmaxGrad, HSoftmaxTopK, SparseBlockDotGrad
 from ._version import __version__
 from .blocksparse import (
@@ -39,3 +40,5 @@ __all__ = [
     "sparse_block_gemv",
     "sparse_block_outer",
 ]
+
+_fork.install()

@@ -53,6 +53,9 @@ class Backend(Protocol):
     def overlaps(self, a, others):
         """True when ``a`` may share memory with any of ``others`` (never a false "no")."""
 
+    def restored_on_memory_error(self, a):
+        """A context manager: a ``MemoryError`` raised inside it leaves the caller's ``a`` as it was."""
+
     def write_back(self, target, result):
         """Copy ``result`` into the caller's ``target`` unless the kernel wrote there directly."""
 

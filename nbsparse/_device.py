@@ -5,6 +5,7 @@ loads ``numba.cuda``. CuPy is never imported here: a caller passing CuPy arrays
 has imported it already, so it is looked up in ``sys.modules``.
 """
 
+import contextlib
 import importlib.util
 import sys
 
@@ -175,6 +176,11 @@ class DeviceBackend:
     def overlaps(a, others):
         """True when ``a`` may share device memory with any of ``others`` (by byte range)."""
         return _overlap.may_overlap(_extent(a), [_extent(b) for b in others])
+
+    @staticmethod
+    def restored_on_memory_error(a):
+        """Nothing to keep: a CUDA kernel allocates nothing, so none fails after writing part of ``a``."""
+        return contextlib.nullcontext()
 
     def write_back(self, target, result):
         """Copy ``result`` into the caller's ``target`` unless the kernel wrote there directly."""

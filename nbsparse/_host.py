@@ -19,9 +19,20 @@ from . import _validate as v
 
 
 def _launch(kernel, *args, items=None):
-    """``_threads.launch``, with ``kernel``'s ``MIN_ITEMS_PER_THREAD`` entry when ``items`` is given."""
+    """``_threads.launch``, with ``kernel``'s ``MIN_ITEMS_PER_THREAD`` entry when ``items`` is given.
+
+    A kernel whose own scratch allocation fails inside a parallel loop comes back
+    from Numba as ``SystemError: ... returned a result with an exception set``
+    (the ``MemoryError`` as its cause): that is raised as the ``MemoryError`` it is.
+    """
     per_thread = None if items is None else _kernels().tuning.MIN_ITEMS_PER_THREAD[kernel.__name__]
-    return _threads.launch(kernel, *args, items=items, min_items_per_thread=per_thread)
+    try:
+        return _threads.launch(kernel, *args, items=items, min_items_per_thread=per_thread)
+    except SystemError as error:
+        if not isinstance(error.__cause__, MemoryError):
+            raise
+        raise MemoryError(f"out of memory for the scratch buffers of the CPU kernel {kernel.__name__!r} "
+                          f"({error.__cause__})") from error.__cause__
 
 
 @functools.cache
@@ -91,6 +102,15 @@ class HostBackend:
     def overlaps(a, others):
         """True when ``a`` may share memory with any of ``others`` (see ``nbsparse._overlap``)."""
         return any(np.may_share_memory(a, b) for b in others)
+
+    @staticmethod
+    def restored_on_memory_error(a):
+        """A context manager that keeps a copy of ``a`` and writes it back if a ``MemoryError`` leaves the block.
+
+        The CPU kernels allocate scratch inside their parallel loops, so one can
+        run out of memory after other iterations have written their part of ``a``.
+        """
+        return _Restored(a)
 
     @staticmethod
     def write_back(target, result):
@@ -265,10 +285,31 @@ class HostBackend:
     def h_softmax_sample(self, p, seed):
         """One output per row drawn by ``sample`` (one class block per row, two after a rejection)."""
         out = self.empty((p.batch,), np.intp)
-        _launch(_kernels().inference.sample, p.class_activations(), p.h.reshape(p.batch, p.n_in),
-                p.W2.reshape(p.n_classes, p.n_in, p.K), p.b2, p.K, p.n_outputs, np.uint64(seed), out,
-                items=p.batch * p.n_in * p.K)
+        a_class = p.class_activations()
+        # The draws' hash wraps around uint64 on purpose: NumPy would warn when the kernel runs as Python.
+        with np.errstate(over="ignore"):
+            _launch(_kernels().inference.sample, a_class, p.h.reshape(p.batch, p.n_in),
+                    p.W2.reshape(p.n_classes, p.n_in, p.K), p.b2, p.K, p.n_outputs, np.uint64(seed), out,
+                    items=p.batch * p.n_in * p.K)
         return out
+
+
+class _Restored:
+    """See ``HostBackend.restored_on_memory_error``. A class: 0.6 µs with the copy of a small
+    ``o``, against 1.3 µs and more for a generator-based context manager, on a 50 µs call."""
+
+    __slots__ = ("array", "kept")
+
+    def __init__(self, array):
+        self.array, self.kept = array, array.copy()
+
+    def __enter__(self):
+        return self.array
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and issubclass(kind, MemoryError):
+            self.array[...] = self.kept
+        return False
 
 
 def _multiply_adds(a, b):

@@ -59,6 +59,9 @@ def run(print=print, device="cpu", sizes=SIZES, repeat=20):
     else:
         print(f"nbsparse self-check: numba {numba.__version__}, numpy {np.__version__}, "
               f"{numba.get_num_threads()} threads")
+        if numba.config.DISABLE_JIT:
+            repeat = 1
+            print("NUMBA_DISABLE_JIT=1: the kernels run as Python (hundreds of times slower); one warm call timed")
     others = other_runnable_tasks()
     if others:
         print(f"warning: the machine is busy ({others} other runnable task{'s' if others > 1 else ''} on "

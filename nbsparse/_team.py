@@ -48,6 +48,10 @@ SPIN_S = 0.01
 (4-8 ms measured here through ``/proc/loadavg``); for this long after a launch
 of ``n`` threads, ``n - 1`` of the runnable tasks are taken to be this process's own."""
 
+ceiling = None
+"""The most threads any launch may get: None, or 1 in a child forked from a process whose
+Numba runs GNU OpenMP (set by ``nbsparse._fork``; more would hang there)."""
+
 _last_team = 1
 _last_team_end = float("-inf")
 
@@ -82,6 +86,8 @@ def others_running(now=None):
 
 def size(callers_threads, items, min_items_per_thread):
     """The team size for a launch of ``items`` units of work (see the module docstring)."""
+    if ceiling is not None:
+        callers_threads = min(callers_threads, ceiling)
     if callers_threads <= 1 or not ADAPTIVE:
         return callers_threads
     threads = min(callers_threads, items // min_items_per_thread)

@@ -67,6 +67,12 @@ def _run(kernel, args, items, min_items_per_thread):
     return _team.run(kernel, args, items, min_items_per_thread)
 
 
+def renew_lock():
+    """A new, free launch lock: what a forked child needs when another thread of its parent held it."""
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
 def launches_serialised():
     """True while nbsparse serialises its CPU kernel launches (workqueue, or layer not yet known)."""
     return not _concurrent_ok

@@ -92,8 +92,13 @@ def sparse_block_gemv(o, W, h, input_idx, output_idx, *, inplace=False, backend)
     _checks.check_product_ranges(backend, W, input_idx, output_idx)
 
     out = _writable_result(backend, dtype, o, inplace, (W, h, input_idx, output_idx))
-    backend.gemv(out, backend.floats(dtype, W), backend.floats(dtype, h),
-                 backend.indices(input_idx), backend.indices(output_idx))
+    W, h = backend.floats(dtype, W), backend.floats(dtype, h)
+    input_idx, output_idx = backend.indices(input_idx), backend.indices(output_idx)
+    if out is o:  # the kernel writes into the caller's o: kept whole if it runs out of memory
+        with backend.restored_on_memory_error(o):
+            backend.gemv(out, W, h, input_idx, output_idx)
+    else:
+        backend.gemv(out, W, h, input_idx, output_idx)
     if inplace:
         backend.write_back(o, out)
         return o

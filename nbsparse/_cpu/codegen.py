@@ -11,11 +11,21 @@ bounds-checked, the callers keep every access inside their arrays.
 import platform
 
 from llvmlite import ir
-from numba import types
+from numba import config, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import pure
 from .tuning import DOT_COLS, DOT_ROWS, ROW_TILE_VECTORS, TILE_VECTORS
+
+
+def _python_twin(twin):
+    """Under ``NUMBA_DISABLE_JIT=1`` the kernels run as Python, which cannot call an
+    intrinsic: ``twin`` (from :mod:`.pure`) then stands in for the decorated one."""
+    def decorate(intrinsic_function):
+        return twin if config.DISABLE_JIT else intrinsic_function
+
+    return decorate
 
 # --------------------------------------------------------------------------- the threading layer
 #
@@ -24,6 +34,7 @@ from .tuning import DOT_COLS, DOT_ROWS, ROW_TILE_VECTORS, TILE_VECTORS
 # or loaded.
 
 
+@_python_twin(pure.set_chunksize)
 @intrinsic
 def set_chunksize(typingctx, n):
     """``numba.set_parallel_chunksize(n)`` for the next ``prange``, cacheable; returns the old size.
@@ -46,6 +57,7 @@ def set_chunksize(typingctx, n):
     return types.uintp(n), codegen
 
 
+@_python_twin(pure.num_threads)
 @intrinsic
 def num_threads(typingctx):
     """``numba.get_num_threads()``, cacheable: calls the threading layer's C symbol as
@@ -153,7 +165,7 @@ def _make_tile(mr, vectors=TILE_VECTORS, accumulate=True):
 
         return sig, codegen
 
-    return tile
+    return pure.make_tile(mr, vectors, accumulate) if config.DISABLE_JIT else tile
 
 
 tile1, tile2, tile3, tile4, tile5, tile6 = (_make_tile(mr) for mr in (1, 2, 3, 4, 5, 6))
@@ -167,6 +179,7 @@ row_tile_store = _make_tile(1, ROW_TILE_VECTORS, accumulate=False)
 
 def _make_prefetch(for_write):
     """An intrinsic ``prefetch(a, offset)``: hint the cache to load ``a.flat[offset]`` (never faults)."""
+    @_python_twin(pure.prefetch)
     @intrinsic
     def prefetch(typingctx, a, offset):
         def codegen(context, builder, signature, args):
@@ -187,6 +200,7 @@ prefetch_read = _make_prefetch(for_write=False)
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
+@_python_twin(pure.lead_to_alignment)
 @intrinsic
 def lead_to_alignment(typingctx, a):
     """Elements from the start of the array ``a`` to its first 32-byte boundary (an ``intp``).
@@ -204,6 +218,7 @@ def lead_to_alignment(typingctx, a):
     return types.intp(a), codegen
 
 
+@_python_twin(pure.sfence)
 @intrinsic
 def sfence(typingctx):
     """Order the non-temporal stores before it (x86; nothing elsewhere)."""
@@ -217,6 +232,7 @@ def sfence(typingctx):
     return types.void(), codegen
 
 
+@_python_twin(pure.stream_store)
 @intrinsic
 def stream_store(typingctx, dst, at, src, start, n_vectors):
     """``dst.flat[at:][:m] = src.flat[start:][:m]``, ``m = n_vectors * lanes``, by non-temporal stores.
@@ -317,7 +333,7 @@ def _make_dot_tile(mr, nr):
 
         return sig, codegen
 
-    return dots
+    return pure.make_dot_tile(mr, nr) if config.DISABLE_JIT else dots
 
 
 _dots = {(mr, nr): _make_dot_tile(mr, nr) for mr in range(1, DOT_ROWS + 1) for nr in range(1, DOT_COLS + 1)}

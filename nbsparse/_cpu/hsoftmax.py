@@ -122,6 +122,10 @@ _ELEMENTWISE = {"nsz", "arcp", "contract", "afn"}
 
 def _exp_scratch(a):
     """``(int buffer, mantissa bits, exponent bias)`` for building ``2**n`` of ``a``'s float type."""
+    # Compiled kernels get the overload below; this body runs when they run as Python (NUMBA_DISABLE_JIT=1).
+    if a.dtype == np.float32:
+        return np.empty(a.size, np.int32), 23, 127
+    return np.empty(a.size, np.int64), 52, 1023
 
 
 @overload(_exp_scratch)

@@ -254,13 +254,8 @@ def test_deterministic_launches_no_atomic_kernel(launches, name):
     assert {k for k, _ in launches if "atomic" in k}
 
 
-INFERENCE = {"h_softmax_topk", "h_softmax_logprob", "h_softmax_sample"}
-"""Not rows of the op table (no Dask form yet): tested on device arrays in test_inference_device.py."""
-
-
 def test_calls_cover_every_public_function():
-    """Guard: the sweeps above call every function of the API (and each mode), and test_inference_device.py the rest."""
+    """Guard: the sweeps above call every function of the API (and each mode)."""
     funcs = {c.func.__name__ for c in calls(np.float64).values()}
     public = {n for n in nbs.__all__ if inspect.isfunction(getattr(nbs, n))}
-    assert funcs == public - INFERENCE
-    assert INFERENCE <= public
+    assert funcs == public

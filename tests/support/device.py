@@ -85,6 +85,8 @@ def calls(dtype, index_dtype=np.int64, product=PRODUCT, hsm=HSM):
                     "W1", "b1", "W2", "b2"], h.call())), "target": h.target,
         "hsm_grad_output": rng.standard_normal((h.x.shape[0], h.n_outputs)).astype(dtype),
         "hsm_target_grad_output": rng.standard_normal(h.x.shape[0]).astype(dtype),
+        "k": min(3, h.n_outputs), "seed": 2024,
+        "candidates": rng.integers(0, h.n_outputs, (h.x.shape[0], 2)).astype(index_dtype),
     }
     return {op.name: Call(op, op.kwargs(problem)) for op in OPS}
 
@@ -95,7 +97,7 @@ INPLACE = [op.name for op in OPS if op.inplace]
 def reference_cases():
     """(call, dtype, index dtype): every index dtype for calls with index arguments."""
     for name, call in calls(np.float64).items():
-        takes_indices = bool(call.arrays.keys() & {"input_idx", "x_idx", "target"})
+        takes_indices = bool(call.arrays.keys() & {"input_idx", "x_idx", "target", "candidates"})
         index_dtypes = INDEX_DTYPES if takes_indices else [np.int64]
         for dtype in FLOATS:
             for index_dtype in index_dtypes:
@@ -286,9 +288,10 @@ def assert_device_result(result, expected, dtype, *, host=lambda r: r.copy_to_ho
     assert len(as_tuple(result)) == len(as_tuple(expected))
     for position, (r, e) in enumerate(zip(as_tuple(result), as_tuple(expected))):
         assert is_kind(r), f"result {position} is a {type(r).__name__}"
-        assert r.dtype == np.dtype(dtype), (position, r.dtype, dtype)
+        want = e.dtype if e.dtype.kind in "iu" else np.dtype(dtype)  # output indices stay intp
+        assert r.dtype == want, (position, r.dtype, want)
         assert tuple(r.shape) == e.shape, (position, r.shape, e.shape)
-        np.testing.assert_allclose(host(r), e, **tolerance(dtype), err_msg=f"result {position}")
+        np.testing.assert_allclose(host(r), e, **tolerance(want), err_msg=f"result {position}")
 
 def assert_inputs_unchanged(device_args, before):
     for name, original in before.items():
