@@ -144,8 +144,8 @@ def test_a_full_cache_disk_compiles_and_warns_once(tmp_path):
     else:  # no mount: a file-size limit of one block (Numba's semaphores fit, no cache entry does) refuses the
         # bytes as a full disk would
         prefix = ["sh", "-c", 'ulimit -f 1 && trap "" XFSZ && exec "$@"', "sh"]
-    env = environment(NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(pathlib.Path(nbsparse.__file__).parents[1]))
-    result, stderr = run(prefix, CALL_SOFTMAX, env, tmp_path)
+    site = install(tmp_path / "site")  # no kernel in the package's own cache to load instead
+    result, stderr = run(prefix, CALL_SOFTMAX, environment(NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(site)), tmp_path)
     assert result == {"right": True, "hits": 0, "misses": 1}
     assert stderr.count(WARNING) == 1
 
