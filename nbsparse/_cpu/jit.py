@@ -6,7 +6,9 @@ reads constants from the other modules of this package, so after an edit of
 one of those, or an upgrade of nbsparse, Numba would load the old machine code.
 Here every kernel's cache key also holds a hash of the source of every module
 of ``nbsparse._cpu`` and the nbsparse version: any such change compiles afresh,
-and an unchanged package keeps loading from the cache.
+and an unchanged package keeps loading from the cache. Where the cache lives,
+and why a missing, read-only, damaged or full one never fails a call:
+:mod:`.diskcache`.
 """
 
 import functools
@@ -14,10 +16,10 @@ import hashlib
 import pathlib
 
 import numba
-from numba.core.caching import FunctionCache
 from numba.np.ufunc.parallel import _launch_threads
 
 from .._version import __version__
+from .diskcache import KeyedFunctionCache as _DiskCache
 
 
 @functools.cache
@@ -29,11 +31,11 @@ def package_source_hash():
     return digest.hexdigest()
 
 
-class KeyedFunctionCache(FunctionCache):
-    """Numba's disk cache of one function, with :func:`package_source_hash` in every index key."""
+class KeyedFunctionCache(_DiskCache):
+    """The disk cache of one kernel, with :func:`package_source_hash` in every index key."""
 
-    def _index_key(self, sig, codegen):
-        return (*super()._index_key(sig, codegen), package_source_hash())
+    def __init__(self, py_func):
+        super().__init__(py_func, package_source_hash)
 
     def load_overload(self, sig, target_context):
         # Numba calls this before it compiles or loads any overload. The threading
