@@ -78,18 +78,25 @@ def peak_memory():
 
 
 def plot(histories, unigram, path, title):
-    """Write validation perplexity against training time, one line per output layer, to the PNG ``path``."""
+    """Write validation perplexity against training time, one line per output layer, to the PNG ``path``.
+
+    Each line starts at the unigram perplexity at 0 s: the untrained model is the unigram model.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for h in histories:
-        ax.plot(h.seconds, h.valid_ppl, marker="o",
-                label=f"{h.layer} ({h.tokens_per_second:,.0f} tokens/s)")
-    ax.axhline(unigram, color="gray", ls=":", label="unigram")
+    for h in histories:  # both start as the unigram model (zero output weights, unigram biases)
+        ax.plot([0.0, *h.seconds], [unigram, *h.valid_ppl], marker="o",
+                label=f"{h.layer} output layer ({h.tokens_per_second:,.0f} tokens/s)")
+    ax.axhline(unigram, color="gray", ls=":", label="unigram model")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlim(0, None)
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("validation perplexity (log scale)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .corpus import balanced_classes
+from .corpus import UNK, balanced_classes
 from .model import Adam, FeedForwardLM, to_host
 
 
@@ -202,14 +202,32 @@ def generate(model, corpus, n, xp, seed):
     return ids[model.context:]
 
 
+def completion_points(corpus, n, context, look=2000):
+    """``n`` validation positions spread over the split, each moved to the next one that reads well.
+
+    A position reads well when its context holds no ``<unk>`` and, in code, follows
+    ``.`` or ``(`` (an attribute or an argument to complete), as an editor would ask.
+    """
+    valid, index = corpus.valid, corpus.vocab.index
+    unk, triggers = index[UNK], {index[t] for t in (".", "(") if t in index} if corpus.is_code else None
+    points = []
+    for p in np.linspace(context, len(valid) - 1, n + 2).astype(np.intp)[1:-1]:
+        for q in range(p, min(p + look, len(valid))):
+            if unk not in valid[q - context:q] and (triggers is None or valid[q - 1] in triggers):
+                p = q
+                break
+        points.append(p)
+    return points
+
+
 def completions(model, corpus, n, xp, k=5, shown=12):
-    """``[(preceding ids, [(word id, probability)] * k)]`` at ``n`` validation positions spread over the split.
+    """``[(preceding ids, [(word id, probability)] * k)]`` at ``n`` validation positions (:func:`completion_points`).
 
     The model sees the last ``context`` of the ``shown`` preceding tokens.
     """
     valid = corpus.valid
-    positions = np.linspace(model.context, len(valid) - 1, n + 2).astype(np.intp)[1:-1]
-    contexts = np.stack([valid[p - model.context:p] for p in positions])
+    points = completion_points(corpus, n, model.context)
+    contexts = np.stack([valid[p - model.context:p] for p in points])
     best, log_probs = model.topk(xp.asarray(contexts), k)
     return [(valid[max(0, p - shown):p].tolist(), list(zip(b.tolist(), np.exp(lp).tolist())))
-            for p, b, lp in zip(positions, best, log_probs)]
+            for p, b, lp in zip(points, best, log_probs)]
