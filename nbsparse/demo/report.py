@@ -102,7 +102,7 @@ def plot(histories, unigram, path, title):
     ax.set_ylabel("validation perplexity (log scale)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
