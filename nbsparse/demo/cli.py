@@ -44,7 +44,7 @@ def add_arguments(parser):
                         help="stdlib: the installed Python's standard-library source, tokenised as Python "
                              "(the default; the documentation topics where the source is not installed); "
                              "pydoc: the documentation topics that ship with Python (pydoc_data.topics); "
-                             "else a UTF-8 text file")
+                             "else a UTF-8 text file (./stdlib for a file of that name)")
     parser.add_argument("--budget", type=_number(float, 0, "a number of seconds > 0"), default=d.budget,
                         metavar="SECONDS", help="training time of each output layer, the same for both "
                                                 "(default: %(default)g)")

@@ -77,6 +77,7 @@ class HSoftmaxOutput:
             "b2": xp.asarray(b2.astype(dtype)),
         }
         self.output_of_word = xp.asarray(classes.output)
+        self.n_words = len(counts)
         self.word_of_output = np.zeros(self.n_outputs, dtype=np.intp)  # dead slots: never drawn
         self.word_of_output[classes.output] = np.arange(len(counts))
 
@@ -105,6 +106,7 @@ class HSoftmaxOutput:
 
     def topk(self, h, k):
         """``(words, log_probs)``, NumPy ``(rows, k)``: each row's ``k`` likeliest words, by ``h_softmax_topk``."""
+        k = min(k, self.n_words)  # a vocabulary of fewer than k words
         best = nbs.h_softmax_topk(*self._args(h, host=True), k)
         return self.word_of_output[best.indices], best.log_probs
 
@@ -163,6 +165,7 @@ class FullSoftmaxOutput:
     def topk(self, h, k):
         """``(words, log_probs)``, NumPy ``(rows, k)``: each row's ``k`` likeliest words, from the full softmax."""
         p = to_host(self._probs(h))
+        k = min(k, p.shape[1])  # a vocabulary of fewer than k words
         top = np.argpartition(-p, k - 1, axis=1)[:, :k]
         rows = np.arange(len(p))[:, None]
         top = top[rows, np.argsort(-p[rows, top], axis=1, kind="stable")]

@@ -385,3 +385,13 @@ def test_plot_writes_a_png(tmp_path):
     run(Config(max_tokens=3000, budget=600, epochs=2, sample=0, completions=0, hidden=8, plot=str(path)),
         out=lambda line: None)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_vocabulary_smaller_than_five_still_reports(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text("a b c " * 60, encoding="utf-8")  # 3 words and <unk>
+    result = run(Config(corpus=str(path), budget=600, epochs=1, sample=3, completions=1, hidden=8),
+                 out=lambda line: None)
+    assert len(result.corpus.vocab) == 4
+    assert all(h.top5 == 1.0 for h in result.histories)  # every word is among the 4 likeliest
+    assert len(result.completions[0][1]) == 4
