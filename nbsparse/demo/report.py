@@ -14,7 +14,8 @@ def _join(tokens):
     line, prev = "", None
     for t in tokens:
         call = t in _CALLS and prev is not None and (prev in ")]" or (prev.isidentifier() and not iskeyword(prev)))
-        tight = prev is None or t in _NO_SPACE_BEFORE or prev in _NO_SPACE_AFTER or call
+        decorator = line == "@"  # @property, where a @ b keeps its spaces
+        tight = prev is None or t in _NO_SPACE_BEFORE or prev in _NO_SPACE_AFTER or call or decorator
         line, prev = line + (t if tight else " " + t), t
     return line
 
@@ -22,9 +23,10 @@ def _join(tokens):
 def as_code(words):
     """Python tokens back to source lines: ``<nl>`` ends a line, ``<indent>``/``<dedent>`` set its indent.
 
-    >>> print("\\n".join(as_code(["def", "f", "(", "x", ")", ":", "<nl>", "<indent>", "return", "x", "[", "0", "]"])))
+    >>> print("\\n".join(as_code("@ cache <nl> def f ( x ) : <nl> <indent> return x [ 0 ] @ y".split())))
+    @cache
     def f(x):
-        return x[0]
+        return x[0] @ y
     """
     lines, line, depth = [], [], 0
     for w in words:
