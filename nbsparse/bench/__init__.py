@@ -57,6 +57,7 @@ def run(ops=cases.OPS, names=tuple(workloads.WORKLOADS), dtypes=DTYPES, quick=Fa
           f"{info['threading_layer']}), numpy {info['numpy']}{', quick sizes' if quick else ''}")
     print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s; GEMM peak "
           + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items()))
+    print(report.LEGEND)
     print(report.HEADER)
     results = []
     for dtype in dtypes:
@@ -73,6 +74,9 @@ def run(ops=cases.OPS, names=tuple(workloads.WORKLOADS), dtypes=DTYPES, quick=Fa
     # and a low bound flatters the roofline ratios. The ratios use the best of both.
     end_bandwidth = machine.read_bandwidth()
     end_peaks = {dtype: machine.gemm_peak(dtype, n=gemm_n) for dtype in dtypes}
+    warning = machine.unsteady_warning(machine.limits(bandwidth, peaks), machine.limits(end_bandwidth, end_peaks))
+    if warning:
+        print(warning)
     if end_bandwidth > bandwidth or any(end_peaks[d] > peaks[d] for d in dtypes):
         bandwidth = max(bandwidth, end_bandwidth)
         peaks = {d: max(peaks[d], end_peaks[d]) for d in dtypes}
@@ -95,7 +99,8 @@ def main(argv=None):
     parser.add_argument("--workload", action="append", choices=list(workloads.WORKLOADS),
                         help="workload to run (repeatable; default: all that fit the ops)")
     parser.add_argument("--dtype", action="append", choices=DTYPES, help="float dtype (repeatable; default: both)")
-    parser.add_argument("--quick", action="store_true", help="reduced sizes: a smoke run of a few seconds")
+    parser.add_argument("--quick", action="store_true", help="reduced sizes: a smoke run (about 30 s on 2 cores, "
+                                                                "longer on a busy machine)")
     parser.add_argument("--repeat", type=int, help="timed calls per implementation (default 5)")
     parser.add_argument("--json", metavar="PATH", help="also write every sample and ratio to PATH")
     parser.add_argument("--load", type=int, metavar="N",

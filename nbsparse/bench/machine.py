@@ -41,6 +41,30 @@ def gemm_peak(dtype, n=2048, repeat=5):
     return 2.0 * n**3 / best
 
 
+UNSTEADY = 1.5  # a limit measured this much higher at one end than at the other
+
+
+def limits(bandwidth, peaks):
+    """``{name: value}`` of a read bandwidth (bytes/s) and GEMM peaks (``{dtype: FLOP/s}``), in GB/s and GFLOP/s."""
+    return {"read bandwidth (GB/s)": bandwidth / 1e9, **{f"{d} GEMM peak (GFLOP/s)": p / 1e9 for d, p in peaks.items()}}
+
+
+def unsteady_warning(start, end, ratio=UNSTEADY):
+    """A warning line when a limit measured at the start and at the end of a run differs by ``ratio`` or more.
+
+    ``start`` and ``end`` map a name (``"read bandwidth"``, ``"float32 GEMM peak"``)
+    to the value measured then. Other work on the machine slows one measurement and
+    every timing of the run with it (a GEMM peak of 21 GFLOP/s at the start and 144
+    at the end was seen here with other jobs running). None when every limit is steady.
+    """
+    moved = [f"{name} {start[name]:.3g} at the start, {end[name]:.3g} at the end"
+             for name in start if max(start[name], end[name]) >= ratio * min(start[name], end[name])]
+    if not moved:
+        return None
+    return ("WARNING: the machine was busy or its clock changed during the run (" + "; ".join(moved)
+            + "): its timings are noisy; rerun on an idle machine and compare ratios taken within one run")
+
+
 def describe():
     """Versions and thread counts to record beside the timings."""
     import platform

@@ -44,6 +44,18 @@ HEADER = (f"{'op':15s} {'workload':16s} {'dtype':7s} {'ms':>9s} {'GF/s':>6s} {'x
           f"{'xroof':>6s} {'best peer':>14s} {'peer ms':>9s} {'speedup':>7s} {'xTheano':>8s}")
 
 
+LEGEND = """\
+columns: ms      nbsparse's median time of one call
+         GF/s    its useful FLOPs per second
+         xGEMM   its time over that of a dense BLAS GEMM doing the same FLOPs (below 1: faster)
+         xroof   its time over the roofline, max(FLOPs / GEMM peak, least bytes / read bandwidth)
+                 (1: at the machine's limit; below 1 where the data stays in cache)
+         best peer, peer ms  the fastest of the NumPy-user implementations, and its time
+         speedup peer ms / ms (above 1: nbsparse is faster)
+         xTheano Theano's algorithm (its Python loop of small dots; for h_softmax its graph in
+                 NumPy) over ms; - where it was not timed"""
+
+
 def row(r):
     def num(v, fmt):
         return format(v, fmt) if v is not None else "-"

@@ -1,15 +1,19 @@
 """The ``demo`` command: options, the checks that come before any work, the printed report."""
 
+import argparse
 import contextlib
 import importlib.util
+import math
+import os
 import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from .corpus import UNK, Corpus
-from .train import Config, plot, sample, train
+from . import report
+from .corpus import CLASS_SCHEMES, MIN_TOKENS, UNK, Corpus
+from .train import Config, completions, eval_windows, generate, train
 
 EXIT_UNAVAILABLE = 2  # like argparse's usage errors: the run cannot start as asked
 
@@ -18,39 +22,69 @@ class Unavailable(Exception):
     """A requested option cannot work here (no GPU, no matplotlib, unreadable corpus)."""
 
 
+def _number(kind, low, what):
+    """An argparse ``type``: ``kind`` (int or float) at least ``low`` (above 0 for floats), else a usage error."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not (value > 0 if kind is float else value >= low) or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+
+    return parse
+
+
 def add_arguments(parser):
-    """The demo's options, on an ``argparse`` (sub)parser."""
+    """The demo's options, on an ``argparse`` (sub)parser; each value is checked there (usage error, exit 2)."""
     d = Config()
+    positive, count = _number(int, 1, "an integer >= 1"), _number(int, 0, "an integer >= 0")
+    parser.add_argument("--corpus", metavar="PATH", default=d.corpus,
+                        help="stdlib: the installed Python's standard-library source, tokenised as Python "
+                             "(the default; the documentation topics where the source is not installed); "
+                             "pydoc: the documentation topics that ship with Python (pydoc_data.topics); "
+                             "else a UTF-8 text file (./stdlib for a file of that name)")
+    parser.add_argument("--budget", type=_number(float, 0, "a number of seconds > 0"), default=d.budget,
+                        metavar="SECONDS", help="training time of each output layer, the same for both "
+                                                "(default: %(default)g)")
     parser.add_argument("--output-layer", choices=["hsoftmax", "full", "both"], default="both",
-                        help="hsoftmax: nbsparse's h_softmax trained with h_softmax_nll; full: "
-                             "a NumPy matmul and nbsparse's softmax; both: the same model with "
-                             "each, to compare (default: both)")
+                        help="hsoftmax: nbsparse's h_softmax trained with h_softmax_nll and sparse "
+                             "gradients; full: a NumPy matmul and nbsparse's softmax; both: the same "
+                             "model with each, to compare (default: both)")
+    parser.add_argument("--classes", choices=sorted(CLASS_SCHEMES), default=d.classes,
+                        help="words into h_softmax classes: balanced (equal sizes, frequency bands) or "
+                             "frequency (equal unigram mass, padded to the largest) (default: %(default)s)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=d.device,
                         help="cuda: CuPy arrays and nbsparse's CUDA kernels (needs a GPU, CuPy "
                              "and numba-cuda: pip install 'nbsparse[cu12]')")
-    parser.add_argument("--seed", type=int, default=d.seed, help="initialisation, batch order "
+    parser.add_argument("--seed", type=count, default=d.seed, help="initialisation, batch order "
                         "and sampling (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=d.epochs, help="(default: %(default)s)")
-    parser.add_argument("--hidden", type=int, default=d.hidden,
+    parser.add_argument("--epochs", type=positive, default=d.epochs, metavar="N",
+                        help="stop after N passes over the training text even if budget is left "
+                             "(default: the budget alone decides)")
+    parser.add_argument("--hidden", type=positive, default=d.hidden,
                         help="tanh hidden units (default: %(default)s)")
-    parser.add_argument("--max-tokens", type=int, default=d.max_tokens, metavar="N",
+    parser.add_argument("--max-tokens", type=_number(int, MIN_TOKENS, f"an integer >= {MIN_TOKENS}"),
+                        default=d.max_tokens, metavar="N",
                         help="use only the first N tokens of the corpus (default: all)")
-    parser.add_argument("--corpus", metavar="PATH", default=d.corpus,
-                        help="a UTF-8 text file (default: the Python documentation topics that "
-                             "ship with Python, pydoc_data.topics)")
     parser.add_argument("--plot", metavar="PATH", default=d.plot,
-                        help="write the learning curves to a PNG (needs matplotlib: "
-                             "pip install 'nbsparse[plot]')")
-    parser.add_argument("--sample", type=int, default=d.sample, metavar="N",
-                        help="after training, print N words sampled from the model "
-                             "(default: %(default)s; 0: none)")
+                        help="write validation perplexity against training time to a PNG (needs "
+                             "matplotlib: pip install 'nbsparse[plot]')")
+    parser.add_argument("--sample", type=count, default=d.sample, metavar="N",
+                        help="after training, print N tokens generated by the model, drawn through "
+                             "h_softmax_sample (default: %(default)s; 0: none)")
+    parser.add_argument("--completions", type=count, default=d.completions, metavar="N",
+                        help="after training, print the 5 likeliest next tokens for N validation "
+                             "contexts, through h_softmax_topk (default: %(default)s; 0: none)")
 
 
 def config_from(args):
     layers = ("hsoftmax", "full") if args.output_layer == "both" else (args.output_layer,)
-    return Config(output_layers=layers, device=args.device, seed=args.seed, epochs=args.epochs,
-                  hidden=args.hidden, max_tokens=args.max_tokens, corpus=args.corpus,
-                  plot=args.plot, sample=args.sample)
+    return Config(output_layers=layers, device=args.device, seed=args.seed, budget=args.budget,
+                  epochs=args.epochs, hidden=args.hidden, max_tokens=args.max_tokens, corpus=args.corpus,
+                  classes=args.classes, plot=args.plot, sample=args.sample, completions=args.completions,
+                  progress_bar=sys.stdout.isatty())
 
 
 def array_module(device):
@@ -74,7 +108,7 @@ def array_module(device):
 
 
 def check_plot(path):
-    """Unavailable unless matplotlib imports, when a plot is asked for (before any training)."""
+    """Unavailable unless matplotlib imports and the folder exists, when a plot is asked for (before any training)."""
     if path is None:
         return
     try:
@@ -82,16 +116,21 @@ def check_plot(path):
     except ImportError:
         raise Unavailable("--plot needs matplotlib, which is not installed: "
                           "pip install 'nbsparse[plot]' (or pip install matplotlib)") from None
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise Unavailable(f"--plot {path}: the folder {folder} does not exist")
 
 
 @dataclass
 class Result:
-    """What :func:`run` measured: a History per output layer, the unigram baseline, the sample."""
+    """What :func:`run` measured: a History per output layer, the unigram baseline, what the model said."""
 
+    corpus: Corpus
     histories: list
     unigram_ppl: float
     wall_seconds: float
-    sample: list
+    sample: list  # generated tokens
+    completions: list  # (preceding tokens, [(token, probability)] * 5) per context
 
 
 def blas_one_thread():
@@ -116,6 +155,25 @@ def blas_one_thread():
     return threadpool_limits(limits=1, user_api="blas"), f"{numba_threads}, BLAS 1 thread"
 
 
+def load_corpus(cfg, out):
+    """The corpus of ``cfg``, its description printed; Unavailable when it cannot be used."""
+    try:
+        corpus = Corpus.load(cfg.corpus, cfg.max_tokens, cfg.min_count, cfg.classes)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise Unavailable(f"cannot use the corpus: {e}") from None
+    vocab, classes = corpus.vocab, corpus.classes
+    unk_share = vocab.counts[vocab.index[UNK]] / vocab.counts.sum()
+    if corpus.note:
+        out(f"note    {corpus.note}")
+    out(f"corpus  {corpus.description}: {corpus.n_tokens:,} tokens, "
+        f"{len(corpus.train):,} train / {len(corpus.valid):,} valid")
+    slots = classes.n_classes * classes.K
+    out(f"vocab   {len(vocab):,} tokens (seen {cfg.min_count}+ times in train; <unk> {unk_share:.1%} of "
+        f"train); h_softmax: {classes.n_classes} classes x {classes.K} slots = {slots:,} "
+        f"({slots / len(vocab) - 1:+.1%}), {cfg.classes}")
+    return corpus
+
+
 def run(cfg, out=print):
     """Train the model(s) of ``cfg``, print the report, return a :class:`Result`.
 
@@ -128,50 +186,50 @@ def run(cfg, out=print):
         threads, threads_note = blas_one_thread()
     else:
         threads, threads_note = contextlib.nullcontext(), "GPU"
-    try:
-        corpus = Corpus.load(cfg.corpus, cfg.max_tokens, cfg.min_count)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise Unavailable(f"cannot use the corpus: {e}") from None
-
-    vocab, classes = corpus.vocab, corpus.classes
-    unk_share = vocab.counts[vocab.index[UNK]] / vocab.counts.sum()
-    out("nbsparse demo: a word-level language model with a hierarchical-softmax output layer")
-    out(f"corpus  {corpus.description}: {corpus.n_tokens:,} tokens, "
-        f"{len(corpus.train):,} train / {len(corpus.valid):,} valid")
-    out(f"vocab   {len(vocab):,} words (min count {cfg.min_count}, <unk> {unk_share:.1%} of train); "
-        f"h_softmax: {classes.n_classes} classes x {classes.K} slots, frequency-binned")
-    out(f"model   {cfg.context}-word context, {cfg.embedding}-d embeddings, {cfg.hidden} tanh "
-        f"units; Adam lr {cfg.lr:g}, batch {cfg.batch}, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)}")
+    out("nbsparse demo: a next-token language model with a hierarchical-softmax output layer")
+    corpus = load_corpus(cfg, out)
+    limit = f", at most {cfg.epochs} epoch{'s' * (cfg.epochs != 1)}" if cfg.epochs else ""
+    out(f"model   {cfg.context}-token context, {cfg.embedding}-d embeddings, {cfg.hidden} tanh units; "
+        f"Adam lr {cfg.lr:g}, batch {cfg.batch}; {cfg.budget:g} s of training per output layer{limit}")
     out(f"device  {cfg.device}, float32 ({threads_note})")
 
-    histories, models = [], {}
+    classes, histories, models = corpus.classes, [], {}
     with threads:
         for layer in cfg.output_layers:
-            per_row = (f"{classes.n_classes} + {classes.K}" if layer == "hsoftmax"
-                       else f"{len(vocab):,}")
+            per_row = (f"{classes.n_classes} + {classes.K}" if layer == "hsoftmax" else f"{len(corpus.vocab):,}")
             out(f"\n[{layer}] output layer: {per_row} output units a row")
             models[layer], history = train(corpus, layer, cfg, xp, out)
             histories.append(history)
+        model = models[cfg.output_layers[0]]
+        shown = completions(model, corpus, cfg.completions, xp) if cfg.completions else []
+        generated = generate(model, corpus, cfg.sample, xp, cfg.seed) if cfg.sample else []
 
-    unigram = corpus.unigram_perplexity(corpus.valid)
-    out("\noutput layer   valid ppl   train ppl   tokens/s   train time")
-    for h in histories:
-        out(f"{h.layer:12s} {h.valid_ppl[-1]:11.1f} {h.train_ppl[-1]:11.1f} "
-            f"{h.tokens_per_second:10,.0f} {h.train_seconds:10.1f} s")
-    out(f"{'unigram':12s} {unigram:11.1f}")
-
-    words = []
-    if cfg.sample > 0:
-        layer = cfg.output_layers[0]
-        through = "h_softmax full mode" if layer == "hsoftmax" else "softmax"
-        words = sample(models[layer], corpus, cfg.sample, xp, cfg.seed)
-        out(f"\nsample ({layer} model, through {through}):\n  " + " ".join(words))
+    unigram = corpus.unigram_perplexity(eval_windows(corpus, cfg)[1])
+    out(f"\nat the end of the budget (valid: {len(eval_windows(corpus, cfg)[1]):,} validation tokens):")
+    for line in report.summary(histories, unigram):
+        out("  " + line)
+    words = corpus.vocab.words
+    via = "h_softmax_topk" if cfg.output_layers[0] == "hsoftmax" else "the full softmax"
+    if shown:
+        out(f"\ncompletions ({cfg.output_layers[0]} model, through {via}):")
+    for before, best in shown:
+        out(f"  {report.as_text([words[i] for i in before], corpus.is_code)}")
+        out("      -> " + "  ".join(f"{words[w]} {p:.0%}" for w, p in best))
+    if generated:
+        via = "h_softmax_sample" if cfg.output_layers[0] == "hsoftmax" else "the full softmax"
+        out(f"\nsample ({cfg.output_layers[0]} model, {cfg.sample} tokens through {via}):")
+        tokens = [words[i] for i in generated]
+        for line in (report.as_code(tokens) if corpus.is_code else [" ".join(tokens)]):
+            out("  " + line)
     if cfg.plot:
-        plot(histories, unigram, cfg.plot)
-        out(f"\nlearning curves written to {cfg.plot}")
+        report.plot(histories, unigram, cfg.plot, f"nbsparse demo: {len(corpus.vocab):,}-token vocabulary, "
+                                                  f"{cfg.budget:g} s per output layer")
+        out(f"\nvalidation perplexity against training time written to {cfg.plot}")
     wall = time.perf_counter() - start
-    out(f"\nwall time {wall:.1f} s")
-    return Result(histories, unigram, wall, words)
+    peak = report.peak_memory()
+    out(f"\nwall time {wall:.1f} s" + (f", peak memory {peak / 2**20:,.0f} MiB" if peak else ""))
+    return Result(corpus, histories, unigram, wall, [words[i] for i in generated],
+                  [([words[i] for i in b], [(words[w], p) for w, p in best]) for b, best in shown])
 
 
 def main(args):

@@ -1,20 +1,24 @@
-"""The demo's data: an English corpus, its tokens, the vocabulary and the word classes.
+"""The demo's data: the tokens, the train/valid split, the vocabulary and the word classes.
 
-The default corpus ships with Python itself: ``pydoc_data.topics``, the text that
-``help("topics")`` shows (the Python documentation's prose on the language, about
-100,000 tokens, under the Python Software Foundation License). ``--corpus PATH``
-reads any UTF-8 text file instead.
+The corpora themselves (the standard library's source, the documentation topics,
+a file) are read by :mod:`nbsparse.demo.sources`; text that is not Python source
+is cut into words by :func:`tokenize`.
 """
 
 import math
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import sources
+
 UNK = "<unk>"
+# The fewest validation tokens (a twentieth of the corpus) that give the model some
+# windows of context + 1 tokens to be measured on.
+MIN_WINDOWS = 10
+MIN_TOKENS = 10 * MIN_WINDOWS
 
 # Lowercased words (apostrophes inside, e.g. "don't"), numbers, and punctuation. A run
 # of one repeated punctuation character is one token, cut to 3 characters: the corpus
@@ -29,21 +33,6 @@ def tokenize(text):
     ["don't", 'panic', '--', "it's", '>>>', '42', '!!']
     """
     return [m.group(0)[:3] if m.group(1) else m.group(0) for m in _TOKEN.finditer(text.lower())]
-
-
-def default_text():
-    """``(text, description)`` of the corpus that ships with Python: ``pydoc_data.topics``."""
-    from pydoc_data.topics import topics
-
-    text = "\n\n".join(topics[key] for key in sorted(topics))  # sorted: the same order everywhere
-    version = ".".join(map(str, sys.version_info[:3]))
-    return text, f"pydoc_data.topics (Python {version} documentation topics)"
-
-
-def read_text(path):
-    """``(text, description)`` of a UTF-8 file."""
-    with open(path, encoding="utf-8") as f:
-        return f.read(), str(path)
 
 
 def split(tokens, pieces=20, every=10):
@@ -144,6 +133,31 @@ def frequency_classes(counts, n_classes=None, cap=2.0):
     return Classes(cls, slot, c + 1, K)
 
 
+def balanced_classes(V):
+    """Classes of equal size: the words by decreasing count, dealt in bands of ``K`` to classes.
+
+    ``n_classes = ceil(sqrt(V))`` and ``K = ceil(V / n_classes)``: class 0 holds the
+    ``K`` most frequent words, class 1 the next ``K``, and so on; only the last class
+    may be short, so ``n_classes * K - V < n_classes`` (within ``1 / sqrt(V)`` of ``V``).
+    Each row's cost is ``n_classes + K`` (about ``2 sqrt(V)``) output units, and
+    ``W2`` holds ``n_classes * K`` slots. Against :func:`frequency_classes` (classes of
+    equal mass, padded to the largest) the class level carries less of the
+    prediction: the frequent words crowd into the first classes, whose slot softmax
+    then does the work.
+
+    >>> c = balanced_classes(10)
+    >>> c.n_classes, c.K, c.cls.tolist(), c.slot.tolist()
+    (4, 3, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3], [0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    """
+    n_classes = max(1, math.ceil(math.sqrt(V)))
+    K = math.ceil(V / n_classes)
+    words = np.arange(V)
+    return Classes(words // K, words % K, math.ceil(V / K), K)
+
+
+CLASS_SCHEMES = {"balanced": lambda counts: balanced_classes(len(counts)), "frequency": frequency_classes}
+
+
 @dataclass
 class Corpus:
     """Everything the training loop needs from the text."""
@@ -154,20 +168,38 @@ class Corpus:
     train: np.ndarray  # token ids
     valid: np.ndarray
     n_tokens: int  # before the split
+    is_code: bool = False  # Python tokens (the standard library's source): printed as code
+    note: str = None  # why the corpus is not the one asked for, if it is not
 
     @classmethod
-    def load(cls, path=None, max_tokens=None, min_count=3):
-        text, description = default_text() if path is None else read_text(path)
-        tokens = tokenize(text)
+    def load(cls, source=sources.STDLIB, max_tokens=None, min_count=2, classes="balanced", stdlib_root=None):
+        """The corpus ``source``: ``"stdlib"``, ``"pydoc"`` or the path of a UTF-8 text file.
+
+        ``"stdlib"`` falls back to ``"pydoc"``, with a :attr:`note` saying why, where the
+        standard library's source is not installed. Raises ``OSError`` or
+        ``UnicodeDecodeError`` for an unreadable file, ``ValueError`` for a text too short
+        to train on.
+        """
+        note, is_code = None, False
+        if source == sources.STDLIB:
+            try:
+                tokens, description = sources.stdlib_tokens(stdlib_root, max_tokens)
+                is_code = True
+            except sources.SourceMissing as e:
+                note = f"{e}; the documentation topics instead (a vocabulary of about 2,000 words)"
+                source = sources.PYDOC
+        if not is_code:
+            text, description = sources.pydoc_text() if source == sources.PYDOC else sources.file_text(source)
+            tokens = tokenize(text)
         if max_tokens:
             tokens = tokens[:max_tokens]
         train, valid = split(tokens)
-        if not train or not valid:
-            raise ValueError(f"{description}: {len(tokens)} tokens are too few to split "
-                             "into training and validation text")
+        if len(train) < 2 * MIN_WINDOWS or len(valid) < MIN_WINDOWS:
+            raise ValueError(f"{description}: {len(tokens):,} tokens are too few to split into training "
+                             f"and validation text (at least {MIN_TOKENS} needed)")
         vocab = Vocabulary.build(train, min_count)
-        return cls(description, vocab, frequency_classes(vocab.counts),
-                   vocab.encode(train), vocab.encode(valid), len(tokens))
+        return cls(description, vocab, CLASS_SCHEMES[classes](vocab.counts), vocab.encode(train),
+                   vocab.encode(valid), len(tokens), is_code, note)
 
     def unigram_perplexity(self, ids):
         """Perplexity of the training unigram distribution on ``ids``."""

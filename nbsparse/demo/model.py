@@ -5,9 +5,16 @@ concatenated, pass one ``tanh`` layer, and an output layer gives the distributio
 over the vocabulary. Two output layers with one interface:
 
 - :class:`HSoftmaxOutput`: nbsparse's two-level ``h_softmax``, trained with the
-  fused loss ``h_softmax_nll`` / ``h_softmax_nll_grad``; each row touches
-  ``n_classes + K`` output units instead of ``V``.
-- :class:`FullSoftmaxOutput`: a ``(hidden, V)`` matmul and nbsparse's ``softmax``.
+  fused loss ``h_softmax_nll`` / ``h_softmax_nll_grad(..., sparse=True)``; each row
+  touches ``n_classes + K`` output units instead of ``V``, and a step's ``W2``/``b2``
+  gradient and Adam update cover only the classes of the batch's targets.
+- :class:`FullSoftmaxOutput`: a ``(hidden, V)`` matmul and nbsparse's ``softmax``,
+  whose every weight has a gradient at every step.
+
+Both share the rest of the network, whose embedding gradient is sparse too: a
+:class:`~nbsparse.BlockGrad` of the rows of the batch's context words, so a
+step's cost does not grow with ``V`` except through a full output layer.
+Parameters move by ``nbsparse.optim.adam`` (lazy on the blocks of a ``BlockGrad``).
 
 Every array operation goes through ``xp`` (NumPy, or CuPy for ``--device cuda``),
 so the same code runs on either; nbsparse picks its CPU or CUDA kernels from the
@@ -19,6 +26,12 @@ import math
 import numpy as np
 
 import nbsparse as nbs
+from nbsparse import optim
+
+
+def to_host(a):
+    """A NumPy array from a NumPy or CuPy array."""
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 def scatter_add(xp, out, index, values):
@@ -64,9 +77,14 @@ class HSoftmaxOutput:
             "b2": xp.asarray(b2.astype(dtype)),
         }
         self.output_of_word = xp.asarray(classes.output)
+        self.n_words = len(counts)
+        self.word_of_output = np.zeros(self.n_outputs, dtype=np.intp)  # dead slots: never drawn
+        self.word_of_output[classes.output] = np.arange(len(counts))
 
-    def _args(self, h):
+    def _args(self, h, host=False):
         p, c = self.params, self.classes
+        if host:  # the inference functions run on the CPU: a GPU model's weights are copied
+            h, p = to_host(h), {k: to_host(v) for k, v in p.items()}
         return (h, h.shape[0], self.n_outputs, c.n_classes, c.K, p["W1"], p["b1"], p["W2"], p["b2"])
 
     def nll(self, h, words):
@@ -79,12 +97,28 @@ class HSoftmaxOutput:
         target = self.output_of_word[words]
         nll = nbs.h_softmax_nll(*self._args(h), target)
         g = xp.full(h.shape[0], 1.0 / h.shape[0], dtype=h.dtype)
-        grads = nbs.h_softmax_nll_grad(g, *self._args(h), target)
+        grads = nbs.h_softmax_nll_grad(g, *self._args(h), target, sparse=True)  # W2, b2: BlockGrads
         return nll.mean(), grads.x, {"W1": grads.W1, "b1": grads.b1, "W2": grads.W2, "b2": grads.b2}
 
     def probs(self, h):
         """``(rows, V)`` word probabilities, from h_softmax's full mode."""
         return nbs.h_softmax(*self._args(h))[:, self.output_of_word]
+
+    def topk(self, h, k):
+        """``(words, log_probs)``, NumPy ``(rows, k)``: each row's ``k`` likeliest words, by ``h_softmax_topk``."""
+        k = min(k, self.n_words)  # a vocabulary of fewer than k words
+        best = nbs.h_softmax_topk(*self._args(h, host=True), k)
+        return self.word_of_output[best.indices], best.log_probs
+
+    def ranks(self, h, words, k):
+        """NumPy ``(rows,)``: each word's place among the row's ``k`` likeliest (0: the first), else ``k``."""
+        best, _ = self.topk(h, k)
+        hit = best == to_host(words)[:, None]
+        return np.where(hit.any(axis=1), hit.argmax(axis=1), k)
+
+    def sample(self, h, seed):
+        """NumPy ``(rows,)``: one word per row drawn by ``h_softmax_sample`` (a class, then a slot)."""
+        return self.word_of_output[nbs.h_softmax_sample(*self._args(h, host=True), seed=seed)]
 
 
 class FullSoftmaxOutput:
@@ -128,6 +162,31 @@ class FullSoftmaxOutput:
     def probs(self, h):
         return self._probs(h)
 
+    def topk(self, h, k):
+        """``(words, log_probs)``, NumPy ``(rows, k)``: each row's ``k`` likeliest words, from the full softmax."""
+        p = to_host(self._probs(h))
+        k = min(k, p.shape[1])  # a vocabulary of fewer than k words
+        top = np.argpartition(-p, k - 1, axis=1)[:, :k]
+        rows = np.arange(len(p))[:, None]
+        top = top[rows, np.argsort(-p[rows, top], axis=1, kind="stable")]
+        return top, np.log(p[rows, top])
+
+    def ranks(self, h, words, k):
+        """NumPy ``(rows,)``: how many words score above each row's word (0: it is the likeliest), at most ``k``.
+
+        One comparison pass over the logits, cheaper than a top-k selection over ``V``.
+        """
+        logits = h @ self.params["W"] + self.params["b"]
+        above = (logits > logits[self.xp.arange(h.shape[0]), words][:, None]).sum(axis=1)
+        return np.minimum(to_host(above), k)
+
+    def sample(self, h, seed):
+        """NumPy ``(rows,)``: one word per row drawn from the full softmax (inverse CDF in float64)."""
+        p = to_host(self._probs(h)).astype(np.float64)
+        u = np.random.default_rng(seed).random(len(p))
+        cdf = np.cumsum(p, axis=1)
+        return np.minimum((cdf < (u * cdf[:, -1])[:, None]).sum(axis=1), p.shape[1] - 1)
+
 
 OUTPUT_LAYERS = {"hsoftmax": HSoftmaxOutput, "full": FullSoftmaxOutput}
 
@@ -165,40 +224,60 @@ class FeedForwardLM:
         e, h = self._hidden(contexts)
         loss, dh, out_grads = self.output.loss_and_grads(h, words)
         dz = dh * (1.0 - h * h)  # tanh' = 1 - tanh^2
-        de = (dz @ self.params["Wh"].T).reshape(contexts.shape + (-1,))
-        dE = self.xp.zeros_like(self.params["E"])
-        scatter_add(self.xp, dE, contexts.ravel(), de.reshape(contexts.size, -1))
-        grads = {"E": dE, "Wh": e.T @ dz, "bh": dz.sum(axis=0)}
+        de = dz @ self.params["Wh"].T  # (rows, context * embedding): each context word's row gradient
+        grads = {"E": self._embedding_grad(contexts, de), "Wh": e.T @ dz, "bh": dz.sum(axis=0)}
         grads.update({f"out.{k}": v for k, v in out_grads.items()})
         return loss, grads
+
+    def _embedding_grad(self, contexts, de):
+        """The rows of ``E`` that the batch's context words use, as a :class:`~nbsparse.BlockGrad`.
+
+        A word that occurs several times in the batch gets the sum of its gradients; the
+        other ``V - rows`` rows are not listed (their gradient is zero), so neither this
+        nor Adam's step touches them.
+        """
+        xp, ids, rows = self.xp, contexts.ravel(), de.reshape(contexts.size, -1)
+        if xp is np:  # sorted runs summed by reduceat: about 5x faster than unique + add.at here
+            order = np.argsort(ids, kind="stable")
+            ids = ids[order]
+            starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+            words, values = ids[starts], np.add.reduceat(rows[order], starts, axis=0)
+        else:
+            words, where = xp.unique(ids, return_inverse=True)  # sorted: BlockGrad's order
+            values = xp.zeros((len(words), rows.shape[1]), rows.dtype)
+            scatter_add(xp, values, where.ravel(), rows)
+        return nbs.BlockGrad(words.reshape(-1, 1).astype(np.intp), values)
 
     def probs(self, contexts):
         """``(rows, V)`` next-word probabilities."""
         return self.output.probs(self._hidden(contexts)[1])
 
+    def topk(self, contexts, k):
+        """``(words, log_probs)``, NumPy ``(rows, k)``: the ``k`` likeliest next words, likeliest first."""
+        return self.output.topk(self._hidden(contexts)[1], k)
+
+    def ranks(self, contexts, words, k):
+        """NumPy ``(rows,)``: the rank of each next word among the model's predictions (0: its first), at most ``k``."""
+        return self.output.ranks(self._hidden(contexts)[1], words, k)
+
+    def sample(self, contexts, seed):
+        """NumPy ``(rows,)``: a next word per row, drawn from the model."""
+        return self.output.sample(self._hidden(contexts)[1], seed)
+
 
 class Adam:
-    """Adam (Kingma & Ba, 2015) on a dict of arrays, updated in place.
+    """Adam (Kingma & Ba, 2015) on a dict of arrays, in place, by ``nbsparse.optim.adam``.
 
-    A parameter whose gradient is exactly zero does not move (its moments stay 0),
-    so h_softmax's dead slots keep their ``-inf`` bias.
+    A dense gradient moves every element; a :class:`~nbsparse.BlockGrad` moves only
+    its blocks and leaves the other blocks' moments as they are (lazy Adam). An
+    element whose gradient is exactly zero does not move (its moments stay 0), so
+    h_softmax's dead slots keep their ``-inf`` bias.
     """
 
-    def __init__(self, xp, params, lr=3e-3, betas=(0.9, 0.999), eps=1e-8):
-        self.xp, self.params, self.lr, self.betas, self.eps = xp, params, lr, betas, eps
-        self.m = {k: xp.zeros_like(v) for k, v in params.items()}
-        self.v = {k: xp.zeros_like(v) for k, v in params.items()}
-        self.t = 0
+    def __init__(self, params, lr=3e-3):
+        self.params, self.lr = params, lr
+        self.states = {k: optim.AdamState.zeros_like(v) for k, v in params.items()}
 
     def step(self, grads):
-        self.t += 1
-        b1, b2 = self.betas
-        # Bias corrections folded into the step size (the paper's "efficient version").
-        lr = self.lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
         for k, g in grads.items():
-            m, v = self.m[k], self.v[k]
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
-            self.params[k] -= lr * m / (self.xp.sqrt(v) + self.eps)
+            optim.adam(self.params[k], g, self.states[k], lr=self.lr)

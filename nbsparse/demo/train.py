@@ -1,12 +1,20 @@
-"""The training loop: minibatch Adam, progress lines, per-epoch perplexities, sampling."""
+"""The training loop under a wall-clock budget, the validation measures, and the model's use.
+
+Each output layer trains for the same ``budget`` seconds of training steps (the
+kernels' first calls and the validation passes are not counted), on the same
+batches in the same order from the same initialisation, so the comparison is of
+what each layer learns in the same time.
+"""
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .model import Adam, FeedForwardLM
+from .corpus import UNK, balanced_classes
+from .model import Adam, FeedForwardLM, to_host
 
 
 @dataclass
@@ -16,18 +24,23 @@ class Config:
     output_layers: tuple = ("hsoftmax", "full")
     device: str = "cpu"
     seed: int = 0
-    epochs: int = 4
+    budget: float = 40.0  # seconds of training steps per output layer
+    epochs: int = None  # at most this many passes over the training windows (None: the budget decides)
     hidden: int = 128
     max_tokens: int = None
-    corpus: str = None  # None: pydoc_data.topics
+    corpus: str = "stdlib"  # "stdlib", "pydoc" or a path
+    classes: str = "balanced"
     plot: str = None
-    sample: int = 30
+    sample: int = 40
+    completions: int = 3
     context: int = 4
     embedding: int = 64
     batch: int = 256
     lr: float = 3e-3
-    min_count: int = 3
-    progress_lines: int = 4  # per epoch
+    min_count: int = 2
+    eval_tokens: int = 5_000  # validation windows measured, spread over the whole split
+    checkpoints: int = 4  # validation passes per budget, the last at its end
+    progress_bar: bool = False  # redraw a bar on the terminal between checkpoints
 
 
 @dataclass
@@ -35,12 +48,21 @@ class History:
     """What one output layer's run measured."""
 
     layer: str
-    interval_loss: list = field(default_factory=list)  # running mean NLL per progress line
-    train_ppl: list = field(default_factory=list)  # per epoch
+    seconds: list = field(default_factory=list)  # training seconds at each checkpoint
+    tokens: list = field(default_factory=list)  # training tokens processed by then
+    train_ppl: list = field(default_factory=list)  # exp(mean loss of the batches since the last checkpoint)
     valid_ppl: list = field(default_factory=list)
-    train_tokens: int = 0
-    train_seconds: float = 0.0
     compile_seconds: float = 0.0
+    top1: float = float("nan")  # next-token accuracy on the validation windows, at the end
+    top5: float = float("nan")
+
+    @property
+    def train_tokens(self):
+        return self.tokens[-1] if self.tokens else 0
+
+    @property
+    def train_seconds(self):
+        return self.seconds[-1] if self.seconds else 0.0
 
     @property
     def tokens_per_second(self):
@@ -54,9 +76,17 @@ def windows(ids, context):
     return contexts, ids[positions]
 
 
-def to_host(a):
-    """A NumPy array from a NumPy or CuPy array."""
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+def spread(contexts, words, n):
+    """At most ``n`` of the windows, evenly spaced over the whole split (every file contributes)."""
+    if len(words) <= n:
+        return contexts, words
+    rows = np.linspace(0, len(words) - 1, n).astype(np.intp)
+    return contexts[rows], words[rows]
+
+
+def eval_windows(corpus, cfg):
+    """The validation windows every measure uses: at most ``cfg.eval_tokens``, spread over the split."""
+    return spread(*windows(corpus.valid, cfg.context), cfg.eval_tokens)
 
 
 def perplexity(model, xp, contexts, words, batch=1024):
@@ -68,93 +98,136 @@ def perplexity(model, xp, contexts, words, batch=1024):
     return math.exp(total / len(words))
 
 
+def accuracy(model, xp, contexts, words, batch=1024):
+    """``(top-1, top-5)``: the share of ``words`` that are the model's likeliest next word, or among its 5."""
+    ranks = np.concatenate([model.ranks(xp.asarray(contexts[start:start + batch]),
+                                        xp.asarray(words[start:start + batch]), 5)
+                            for start in range(0, len(words), batch)])
+    return float((ranks < 1).mean()), float((ranks < 5).mean())
+
+
+def warm_up(layer, cfg, xp):
+    """Seconds of the kernels' first calls (compile, or the disk cache's load), on a 10-word model."""
+    start = time.perf_counter()
+    counts = np.arange(10, 0, -1)
+    model = FeedForwardLM(xp, counts, balanced_classes(10), output_layer=layer, context=cfg.context,
+                          embedding=cfg.embedding, hidden=cfg.hidden, seed=cfg.seed)
+    contexts, words = xp.asarray(np.zeros((2, cfg.context), np.intp)), xp.asarray(np.arange(2))
+    Adam(model.all_params(), lr=cfg.lr).step(model.loss_and_grads(contexts, words)[1])
+    model.nll(contexts, words)
+    model.topk(contexts, 5)
+    model.ranks(contexts, words, 5)
+    model.sample(contexts, seed=0)
+    return time.perf_counter() - start
+
+
+class Progress:
+    """A bar redrawn on the terminal at most every 0.2 s: the budget spent, tokens, tok/s, running loss."""
+
+    def __init__(self, layer, budget, enabled, stream=sys.stdout):
+        self.layer, self.budget, self.enabled, self.stream = layer, budget, enabled, stream
+        self.drawn = 0.0
+
+    def draw(self, fraction, seconds, tokens, loss):
+        now = time.perf_counter()
+        if not self.enabled or now - self.drawn < 0.2:
+            return
+        self.drawn = now
+        filled = round(24 * min(fraction, 1.0))
+        self.stream.write(f"\r  [{'#' * filled}{'.' * (24 - filled)}] {seconds:5.1f}/{self.budget:g} s  "
+                          f"{tokens:,} tok  {tokens / max(seconds, 1e-9):,.0f} tok/s  loss {loss:.3f}\x1b[K")
+        self.stream.flush()
+
+    def clear(self):
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
 def train(corpus, layer, cfg, xp, out=print):
-    """Train one model with output layer ``layer``; return ``(model, History)``."""
+    """Train one model with output layer ``layer`` for ``cfg.budget`` seconds; return ``(model, History)``."""
     history = History(layer)
+    history.compile_seconds = warm_up(layer, cfg, xp)
+    out(f"  first calls (kernel compile or cache load): {history.compile_seconds:.1f} s")
     model = FeedForwardLM(xp, corpus.vocab.counts, corpus.classes, output_layer=layer,
                           context=cfg.context, embedding=cfg.embedding, hidden=cfg.hidden,
                           seed=cfg.seed)
-    optimizer = Adam(xp, model.all_params(), lr=cfg.lr)
+    optimizer = Adam(model.all_params(), lr=cfg.lr)
     train_x, train_y = windows(corpus.train, cfg.context)
-    valid_x, valid_y = windows(corpus.valid, cfg.context)
-
-    start = time.perf_counter()  # the first calls compile nbsparse's kernels (cached on disk)
-    model.loss_and_grads(xp.asarray(train_x[:2]), xp.asarray(train_y[:2]))
-    model.nll(xp.asarray(valid_x[:2]), xp.asarray(valid_y[:2]))
-    history.compile_seconds = time.perf_counter() - start
-    out(f"  first calls (kernel compile or cache load): {history.compile_seconds:.1f} s")
+    valid_x, valid_y = eval_windows(corpus, cfg)
 
     rng = np.random.default_rng(cfg.seed)  # the same batches for every output layer
     n_batches = math.ceil(len(train_y) / cfg.batch)
-    every = max(1, math.ceil(n_batches / cfg.progress_lines))
-    for epoch in range(1, cfg.epochs + 1):
-        order = rng.permutation(len(train_y))
-        epoch_loss, interval_loss, interval_tokens = 0.0, 0.0, 0
-        interval_start = epoch_start = time.perf_counter()
-        for b in range(n_batches):
-            rows = order[b * cfg.batch:(b + 1) * cfg.batch]
-            loss, grads = model.loss_and_grads(xp.asarray(train_x[rows]), xp.asarray(train_y[rows]))
-            optimizer.step(grads)
-            loss = float(loss) * len(rows)
-            epoch_loss += loss
-            interval_loss += loss
-            interval_tokens += len(rows)
-            if (b + 1) % every == 0 or b + 1 == n_batches:
-                now = time.perf_counter()
-                history.interval_loss.append(interval_loss / interval_tokens)
-                out(f"  epoch {epoch} [{100 * (b + 1) // n_batches:3d}%]  "
-                    f"loss {history.interval_loss[-1]:.3f}  "
-                    f"{interval_tokens / (now - interval_start):8,.0f} tok/s")
-                interval_loss, interval_tokens, interval_start = 0.0, 0, now
-        seconds = time.perf_counter() - epoch_start
-        history.train_seconds += seconds
-        history.train_tokens += len(train_y)
-        history.train_ppl.append(math.exp(epoch_loss / len(train_y)))
-        history.valid_ppl.append(perplexity(model, xp, valid_x, valid_y))
-        out(f"  epoch {epoch}: train ppl {history.train_ppl[-1]:7.1f}  "
-            f"valid ppl {history.valid_ppl[-1]:7.1f}  ({seconds:.1f} s, "
-            f"{len(train_y) / seconds:,.0f} tok/s)")
+    max_steps = cfg.epochs * n_batches if cfg.epochs else math.inf
+    bar = Progress(layer, cfg.budget, cfg.progress_bar)
+    seconds, tokens, steps = 0.0, 0, 0
+    loss_sum, loss_tokens = 0.0, 0
+    checkpoint = 1
+    while True:
+        if steps % n_batches == 0:
+            order = rng.permutation(len(train_y))
+        rows = order[(steps % n_batches) * cfg.batch:(steps % n_batches + 1) * cfg.batch]
+        start = time.perf_counter()
+        loss, grads = model.loss_and_grads(xp.asarray(train_x[rows]), xp.asarray(train_y[rows]))
+        optimizer.step(grads)
+        loss = float(loss)  # waits for the step on a GPU
+        seconds += time.perf_counter() - start
+        steps, tokens = steps + 1, tokens + len(rows)
+        loss_sum, loss_tokens = loss_sum + loss * len(rows), loss_tokens + len(rows)
+        fraction = max(seconds / cfg.budget, steps / max_steps)
+        bar.draw(fraction, seconds, tokens, loss_sum / loss_tokens)
+        if fraction >= checkpoint / cfg.checkpoints or fraction >= 1:
+            bar.clear()
+            history.seconds.append(seconds)
+            history.tokens.append(tokens)
+            history.train_ppl.append(math.exp(loss_sum / loss_tokens))
+            history.valid_ppl.append(perplexity(model, xp, valid_x, valid_y))
+            out(f"  {seconds:5.1f} s  {tokens:10,} tokens  {tokens / seconds:8,.0f} tok/s  "
+                f"loss {loss_sum / loss_tokens:.3f}  train ppl {history.train_ppl[-1]:8.1f}  "
+                f"valid ppl {history.valid_ppl[-1]:8.1f}")
+            loss_sum, loss_tokens = 0.0, 0
+            checkpoint = math.floor(fraction * cfg.checkpoints) + 1
+            if fraction >= 1:
+                break
+    history.top1, history.top5 = accuracy(model, xp, valid_x, valid_y)
     return model, history
 
 
-def sample(model, corpus, n, xp, seed):
-    """``n`` words drawn one at a time from the model, starting after the first validation words.
-
-    Each draw uses the whole next-word distribution: for an h_softmax model that is
-    h_softmax's full mode (every class times every slot), dead slots exactly 0.
-    """
-    rng = np.random.default_rng(seed)
+def generate(model, corpus, n, xp, seed):
+    """``n`` word ids drawn one at a time from the model, after the first validation context."""
     ids = list(corpus.valid[:model.context])
-    words = []
-    for _ in range(n):
-        p = to_host(model.probs(xp.asarray(np.array([ids[-model.context:]]))))[0]
-        p = p.astype(np.float64)
-        word = int(rng.choice(len(p), p=p / p.sum()))  # the sum is 1 up to float32 rounding
-        ids.append(word)
-        words.append(corpus.vocab.words[word])
-    return words
+    for i in range(n):
+        context = xp.asarray(np.array([ids[-model.context:]], dtype=np.intp))
+        ids.append(int(model.sample(context, seed=seed + i)[0]))
+    return ids[model.context:]
 
 
-def plot(histories, unigram, path):
-    """Write the learning curves (perplexity per epoch) of every run to the PNG ``path``."""
-    import matplotlib
+def completion_points(corpus, n, context, look=2000):
+    """``n`` validation positions spread over the split, each moved to the next one that reads well.
 
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    A position reads well when its context holds no ``<unk>`` and, in code, follows
+    ``.`` or ``(`` (an attribute or an argument to complete), as an editor would ask.
+    """
+    valid, index = corpus.valid, corpus.vocab.index
+    unk, triggers = index[UNK], {index[t] for t in (".", "(") if t in index} if corpus.is_code else None
+    points = []
+    for p in np.linspace(context, len(valid) - 1, n + 2).astype(np.intp)[1:-1]:
+        for q in range(p, min(p + look, len(valid))):
+            if unk not in valid[q - context:q] and (triggers is None or valid[q - 1] in triggers):
+                p = q
+                break
+        points.append(p)
+    return points
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for h in histories:
-        epochs = range(1, len(h.valid_ppl) + 1)
-        line, = ax.plot(epochs, h.valid_ppl, marker="o", label=f"{h.layer} valid")
-        ax.plot(epochs, h.train_ppl, ls="--", color=line.get_color(), label=f"{h.layer} train")
-    ax.axhline(unigram, color="gray", ls=":", label="unigram valid")
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("perplexity")
-    ax.set_ylim(0, None)
-    ax.legend()
-    ax.set_title("nbsparse demo: feed-forward LM")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+
+def completions(model, corpus, n, xp, k=5, shown=12):
+    """``[(preceding ids, [(word id, probability)] * k)]`` at ``n`` validation positions (:func:`completion_points`).
+
+    The model sees the last ``context`` of the ``shown`` preceding tokens.
+    """
+    valid = corpus.valid
+    points = completion_points(corpus, n, model.context)
+    contexts = np.stack([valid[p - model.context:p] for p in points])
+    best, log_probs = model.topk(xp.asarray(contexts), k)
+    return [(valid[max(0, p - shown):p].tolist(), list(zip(b.tolist(), np.exp(lp).tolist())))
+            for p, b, lp in zip(points, best, log_probs)]

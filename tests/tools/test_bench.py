@@ -25,6 +25,8 @@ def test_quick_run_checks_every_op_and_peer_and_reports_each_case():
         assert len(r["samples_s"]["ours"]) == 1
     assert out["read_bandwidth"] > 0 and out["gemm_peak"]["float64"] > 0
     assert any(line.startswith("op ") for line in lines)
+    legend = next(line for line in lines if line.startswith("columns:"))
+    assert all(f"\n         {name} " in "\n" + legend.split("\n", 1)[1] for name in ("xGEMM", "xroof", "xTheano"))
     rows = [line for line in lines if line.split()[0] in cases.OPS and not line.endswith("its forward")]
     assert len(rows) == len(expected)
 
@@ -184,3 +186,15 @@ def test_asv_inference_cases_run_at_a_small_vocabulary():
         suite.setup(400, classes)
         for name in timed:
             getattr(suite, name)(400, classes)
+
+
+def test_unsteady_limits_raise_a_warning():
+    from nbsparse.bench import machine
+
+    start = machine.limits(30e9, {"float32": 21e9, "float64": 100e9})
+    end = machine.limits(31e9, {"float32": 144e9, "float64": 101e9})
+    warning = machine.unsteady_warning(start, end)
+    assert warning.startswith("WARNING: the machine was busy")
+    assert "float32 GEMM peak (GFLOP/s) 21 at the start, 144 at the end" in warning
+    assert "read bandwidth" not in warning and "float64" not in warning  # steady ones are not named
+    assert machine.unsteady_warning(start, start) is None
