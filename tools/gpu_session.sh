@@ -41,6 +41,7 @@ fi
 # to two minutes per dtype on one core (h_softmax_grad's full mode most of it).
 step check 60 "$PY" -m nbsparse check --device cuda
 step bench-quick 90 "$PY" -m nbsparse.bench --device cuda --quick --repeat 10 --json "$OUT/bench-quick.json"
+step bench-topk 40 "$PY" -m nbsparse.bench --device cuda --topk --quick --repeat 10 --json "$OUT/bench-topk.json"
 step tests 150 "$PY" -m pytest -q -m "cuda or gpu" -p no:cacheprovider --junitxml="$OUT/tests.xml"
 step bench 150 "$PY" -m nbsparse.bench --device cuda --dtype float32 --repeat 10 --json "$OUT/bench.json"
 echo "results in $OUT/ (first failure: exit $status)"

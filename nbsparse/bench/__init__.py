@@ -159,12 +159,16 @@ def main(argv=None):
 
 
 def _gpu_main(args):
-    """``--cuda-resources`` and ``--device cuda`` (modules :mod:`.resources`, :mod:`.cuda`)."""
+    """``--cuda-resources`` and ``--device cuda`` (modules :mod:`.resources`, :mod:`.cuda`, :mod:`.cuda_topk`)."""
     try:
         if args.cuda_resources:
             from . import resources
 
             out = resources.run()
+        elif args.topk:
+            from . import cuda_topk
+
+            out = cuda_topk.run(quick=args.quick, repeat=args.repeat or cuda_topk.REPEAT)
         else:
             from . import cuda
 

@@ -28,17 +28,17 @@ QUICK_VOCABULARIES = (10**4,)
 SPREADS = {"flat": 1.0, "peaked": 8.0}
 
 
-def problem(V, spread, dtype="float32", seed=0):
+def problem(V, spread, dtype="float32", seed=0, batch=BATCH, n_in=N_IN):
     """The arguments of ``h_softmax`` (without target) for vocabulary ``V`` and class-logit ``spread``."""
     rng = np.random.default_rng(seed)
     C = K = math.isqrt(V)
-    scale = 1.0 / math.sqrt(N_IN)
-    x = rng.standard_normal((BATCH, N_IN), dtype=np.float32).astype(dtype)
-    W1 = (spread * scale * rng.standard_normal((N_IN, C), dtype=np.float32)).astype(dtype)
-    W2 = np.empty((C, N_IN, K), dtype)
+    scale = 1.0 / math.sqrt(n_in)
+    x = rng.standard_normal((batch, n_in), dtype=np.float32).astype(dtype)
+    W1 = (spread * scale * rng.standard_normal((n_in, C), dtype=np.float32)).astype(dtype)
+    W2 = np.empty((C, n_in, K), dtype)
     for c in range(0, C, 64):
-        W2[c:c + 64] = scale * rng.standard_normal((min(64, C - c), N_IN, K), dtype=np.float32)
-    return (x, BATCH, C * K, C, K, W1, np.zeros(C, dtype), W2, np.zeros((C, K), dtype))
+        W2[c:c + 64] = scale * rng.standard_normal((min(64, C - c), n_in, K), dtype=np.float32)
+    return (x, batch, C * K, C, K, W1, np.zeros(C, dtype), W2, np.zeros((C, K), dtype))
 
 
 def full_then_argpartition(args):

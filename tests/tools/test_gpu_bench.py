@@ -12,6 +12,7 @@ import types
 import numpy as np
 import pytest
 
+import nbsparse as nbs
 from nbsparse import __main__ as cli
 from nbsparse import _reference, _selfcheck
 from nbsparse._optable import OP
@@ -128,3 +129,25 @@ def test_device_commands_without_a_gpu_say_so():
         pytest.skip("a CUDA GPU is available here")
     assert lines[1:] == ["cannot run: no CUDA GPU is available to Numba (numba.cuda.is_available() is False): "
                          "see numba.cuda.detect(), and pip install 'nbsparse[cu12]'"] * 2 + ["2 2"]
+
+
+def test_device_topk_bench_checks_both_distributions_and_lists_the_skipped_peer():
+    from nbsparse.bench import cuda_topk
+
+    lines = []
+    out = cuda_topk.run(repeat=1, print=lines.append)
+    assert [(r["V"], r["classes"]) for r in out["rows"]] == [(16, "flat"), (16, "peaked")]
+    assert all(r["topk_ms"] > 0 and r["x_faster"] is None for r in out["rows"])
+    assert out["skipped_peers"] == {"full + cupy.argpartition": "needs CuPy on a GPU"}
+    assert "skipped peer full + cupy.argpartition: needs CuPy on a GPU" in lines
+
+
+def test_topk_peer_gives_the_cpu_top_k_and_a_wrong_one_fails(numpy_as_cupy):
+    from nbsparse.bench import cuda_topk, topk
+
+    dev = gpu_bench.Device()
+    host = topk.problem(64, topk.SPREADS["flat"], batch=5, n_in=6)
+    want = nbs.h_softmax_topk(*host, topk.TOP)
+    cuda_topk._check("peer", dev, cuda_topk._full_then_argpartition(numpy_as_cupy, host), want)
+    with pytest.raises(cases.CheckError, match="indices differ"):
+        cuda_topk._check("peer", dev, want.indices[:, ::-1], want)
