@@ -81,10 +81,8 @@ class HSoftmaxOutput:
         self.word_of_output = np.zeros(self.n_outputs, dtype=np.intp)  # dead slots: never drawn
         self.word_of_output[classes.output] = np.arange(len(counts))
 
-    def _args(self, h, host=False):
+    def _args(self, h):
         p, c = self.params, self.classes
-        if host:  # the inference functions run on the CPU: a GPU model's weights are copied
-            h, p = to_host(h), {k: to_host(v) for k, v in p.items()}
         return (h, h.shape[0], self.n_outputs, c.n_classes, c.K, p["W1"], p["b1"], p["W2"], p["b2"])
 
     def nll(self, h, words):
@@ -107,8 +105,8 @@ class HSoftmaxOutput:
     def topk(self, h, k):
         """``(words, log_probs)``, NumPy ``(rows, k)``: each row's ``k`` likeliest words, by ``h_softmax_topk``."""
         k = min(k, self.n_words)  # a vocabulary of fewer than k words
-        best = nbs.h_softmax_topk(*self._args(h, host=True), k)
-        return self.word_of_output[best.indices], best.log_probs
+        best = nbs.h_softmax_topk(*self._args(h), k)  # on the model's device
+        return self.word_of_output[to_host(best.indices)], to_host(best.log_probs)
 
     def ranks(self, h, words, k):
         """NumPy ``(rows,)``: each word's place among the row's ``k`` likeliest (0: the first), else ``k``."""
@@ -118,7 +116,7 @@ class HSoftmaxOutput:
 
     def sample(self, h, seed):
         """NumPy ``(rows,)``: one word per row drawn by ``h_softmax_sample`` (a class, then a slot)."""
-        return self.word_of_output[nbs.h_softmax_sample(*self._args(h, host=True), seed=seed)]
+        return self.word_of_output[to_host(nbs.h_softmax_sample(*self._args(h), seed=seed))]
 
 
 class FullSoftmaxOutput:
