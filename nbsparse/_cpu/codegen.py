@@ -69,6 +69,20 @@ def num_threads(typingctx):
 
     return types.intp(), codegen
 
+
+@_python_twin(pure.thread_id)
+@intrinsic
+def thread_id(typingctx):
+    """``numba.get_thread_id()``, cacheable: the calling thread's number in ``[0, num_threads())``
+    inside a ``prange`` (0 outside one), from the threading layer's C symbol."""
+    def codegen(context, builder, signature, args):
+        # Declared as Numba's own ``get_thread_id`` declares it (one module may hold both).
+        get = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(context.get_value_type(types.intp), []), name="get_thread_id")
+        return builder.call(get, [])
+
+    return types.intp(), codegen
+
 # --------------------------------------------------------------------------- SIMD helpers and register tiles
 #
 # See ``tuning.TILE_VECTORS``: LLVM does not keep a GEMM tile's accumulators in

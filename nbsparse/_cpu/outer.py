@@ -13,9 +13,9 @@ cache. :func:`weight_gradient` picks among them for a new gradient.
 import numpy as np
 from numba import prange
 
-from .codegen import set_chunksize
+from .codegen import num_threads, set_chunksize, thread_id
 from .jit import cached_jit
-from .scheduling import block_units, buckets, min_units, sub_groups
+from .scheduling import block_units, buckets, min_units, sub_groups_into
 from .tiles import prefetch_blocks, stream_rows, tile_rows
 from .tuning import (
     DEEP_TILE_DEPTH,
@@ -187,6 +187,18 @@ def outer(o, x, y, x_idx, y_idx, alpha, clear, grid_x_blocks, grid_y_blocks):
         if clear or starts[q + 1] > starts[q]:
             columns[n] = q
             n += 1
+    # Every buffer the units need is allocated here, before any of them writes
+    # into ``o``: running out of memory then leaves an in-place ``o`` as it was.
+    # One set per thread, sized for the largest unit on tiles (what the units
+    # would hold at once if each allocated its own).
+    most_terms = 0
+    for q in range(y_blocks):
+        terms = (starts[q + 1] - starts[q]) * x_win
+        if terms >= MIN_TERMS_PER_BLOCK * grid_x_blocks:
+            most_terms = max(most_terms, terms)
+    n_threads = num_threads()
+    int_scratch = np.empty((n_threads, _tiles_int_scratch(most_terms, x_blocks, slice_rows)), np.intp)
+    float_scratch = np.empty((n_threads, most_terms * (slice_rows + y.shape[2])), o.dtype)
     caller_chunksize = set_chunksize(1)  # dynamic schedule: uneven units, shared cores
     for u in prange(n_columns * n_slices):
         q = columns[u // n_slices]
@@ -196,8 +208,15 @@ def outer(o, x, y, x_idx, y_idx, alpha, clear, grid_x_blocks, grid_y_blocks):
         if rows.size * x_win < MIN_TERMS_PER_BLOCK * grid_x_blocks:
             _unit_scattered(o, x, y, x_idx, rows, q, r0, r1, alpha, clear)
         else:
-            _unit_tiles(o, x, y, x_idx, rows, q, r0, r1, alpha, clear)
+            me = thread_id()
+            _unit_tiles(o, x, y, x_idx, rows, q, r0, r1, alpha, clear, int_scratch[me], float_scratch[me])
     set_chunksize(caller_chunksize)
+
+
+@cached_jit()
+def _tiles_int_scratch(n_terms, x_blocks, width):
+    """Elements of :func:`_unit_tiles`' ``intp`` scratch for ``n_terms`` terms and rows of ``width``."""
+    return 2 * n_terms + (x_blocks + 1) + x_blocks + 2 * width
 
 
 @cached_jit(parallel=True, fastmath=FASTMATH)
@@ -257,30 +276,39 @@ def _unit_scattered(o, x, y, x_idx, rows, q, r0, r1, alpha, clear):
 
 
 @cached_jit(fastmath=FASTMATH)
-def _unit_tiles(o, x, y, x_idx, rows, q, r0, r1, alpha, clear):
+def _unit_tiles(o, x, y, x_idx, rows, q, r0, r1, alpha, clear, int_scratch, float_scratch):
     """One unit of :func:`outer`: ``o[:, q, r0:r1]`` by register tiles, one GEMM per block pair ``(p, q)``.
 
     ``rows`` are the bucket's flat ``(b, j)`` positions, in order; their terms
-    are sub-grouped by ``x`` block ``p``.
+    are sub-grouped by ``x`` block ``p``. The unit allocates nothing: its
+    buffers are cut from the scratch it is given, at least
+    :func:`_tiles_int_scratch` ``intp`` and ``terms * (r1 - r0 + y_size)`` of
+    ``o``'s dtype long.
     """
-    x_size = x.shape[2]
+    x_size, x_win = x.shape[2], x.shape[1]
     y_win, y_size = y.shape[1], y.shape[2]
     x_blocks = o.shape[0]
     tile_cols = TILE_VECTORS * 32 // o.itemsize
-    terms, groups = sub_groups(rows, x_idx, x_blocks, y_win)
+    n_terms, width = rows.size * x_win, r1 - r0
+    terms = int_scratch[:2 * n_terms].reshape((n_terms, 2))
+    at = 2 * n_terms
+    groups = int_scratch[at:at + x_blocks + 1]
+    at += x_blocks + 1
+    sub_groups_into(rows, x_idx, y_win, terms, groups, int_scratch[at:at + x_blocks])
+    at += x_blocks
+    o_offs = int_scratch[at:at + width]  # block row r0 + r: row r of o's block, column r of xs
+    xs_offs = int_scratch[at + width:at + 2 * width]
     # The unit's terms, gathered in group order: xs[n] = x[b, i, r0:r1] and
     # ys[n] = alpha * y[b, j], so a group's update is xs[s:e].T @ ys[s:e].
-    width = r1 - r0
-    xs = np.empty((terms.shape[0], width), o.dtype)
-    ys = np.empty((terms.shape[0], y_size), o.dtype)
-    for n in range(terms.shape[0]):
+    xs = float_scratch[:n_terms * width].reshape((n_terms, width))
+    ys = float_scratch[n_terms * width:n_terms * (width + y_size)].reshape((n_terms, y_size))
+    for n in range(n_terms):
         t = terms[n, 0]
         b, i = t // y_win, terms[n, 1]
         for r in range(width):
             xs[n, r] = x[b, i, r0 + r]
         for k in range(y_size):
             ys[n, k] = alpha * y[b, t % y_win, k]
-    x_cols = np.arange(width)  # row r of a block is column r - r0 of xs
     for p in range(x_blocks):
         s, e = groups[p], groups[p + 1]
         if s == e:
@@ -288,16 +316,18 @@ def _unit_tiles(o, x, y, x_idx, rows, q, r0, r1, alpha, clear):
                 _clear_rows(o, p, q, r0, r1)
             continue
         block = (p * o.shape[1] + q) * x_size * y_size
-        o_offs = block + (r0 + x_cols) * y_size
+        for r in range(width):
+            o_offs[r] = block + (r0 + r) * y_size
+            xs_offs[r] = r + s * width
         if e - s >= OUTER_REUSE_TERMS:
             # Many terms (h_softmax's class level: 2048 on one block): the block
             # stays in cache, so the compute-bound 6-row tiles of the forward win.
             if clear:
                 _clear_rows(o, p, q, r0, r1)
-            tile_rows(o, o_offs, xs, x_cols + s * width, width, ys, s * y_size, y_size, e - s, 0, y_size,
+            tile_rows(o, o_offs, xs, xs_offs, width, ys, s * y_size, y_size, e - s, 0, y_size,
                       False, DEEP_TILE_DEPTH, False)
         else:
-            tile_rows(o, o_offs, xs, x_cols + s * width, width, ys, s * y_size, y_size, e - s, 0, y_size,
+            tile_rows(o, o_offs, xs, xs_offs, width, ys, s * y_size, y_size, e - s, 0, y_size,
                       True, ROW_TILE_DEPTH, clear)
         for r in range(width):
             for k in range(y_size - y_size % tile_cols, y_size):

@@ -25,6 +25,11 @@ def num_threads():
     return 1
 
 
+def thread_id():
+    """Zero: the calling thread is the only one."""
+    return 0
+
+
 def prefetch(a, offset):
     """A hint: nothing to do in Python."""
 

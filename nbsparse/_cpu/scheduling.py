@@ -106,16 +106,29 @@ def sub_groups(rows, win_idx, n_blocks, key_of):
     in ``rows``' index, ``terms[:, 1]`` the window ``w``; group ``p`` is
     ``terms[starts[p]:starts[p + 1]]``.
     """
+    terms = np.empty((rows.size * win_idx.shape[1], 2), np.intp)
+    starts = np.empty(n_blocks + 1, np.intp)
+    sub_groups_into(rows, win_idx, key_of, terms, starts, np.empty(n_blocks, np.intp))
+    return terms, starts
+
+
+@cached_jit()
+def sub_groups_into(rows, win_idx, key_of, terms, starts, fill):
+    """:func:`sub_groups` into the caller's buffers, allocating nothing.
+
+    ``terms`` is ``(rows.size * win_idx.shape[1], 2)``, ``starts`` has
+    ``n_blocks + 1`` elements, ``fill`` (scratch) ``n_blocks``.
+    """
     win = win_idx.shape[1]
-    starts = np.zeros(n_blocks + 1, np.intp)
+    n_blocks = fill.size
+    starts[:] = 0
     for t in rows:
         b = t // key_of
         for w in range(win):
             starts[win_idx[b, w] + 1] += 1
     for p in range(n_blocks):
         starts[p + 1] += starts[p]
-    fill = starts[:-1].copy()
-    terms = np.empty((rows.size * win, 2), np.intp)
+        fill[p] = starts[p]
     for t in rows:
         b = t // key_of
         for w in range(win):
@@ -123,4 +136,3 @@ def sub_groups(rows, win_idx, n_blocks, key_of):
             terms[fill[p], 0] = t
             terms[fill[p], 1] = w
             fill[p] += 1
-    return terms, starts

@@ -10,7 +10,11 @@ arguments unchanged.
 
 A kernel's scratch allocation can also fail inside a parallel loop after other
 iterations have written their part of the output; the in-process tests make a
-kernel do exactly that.
+kernel do exactly that (``gemv``, whose in-place ``o`` is then restored from a
+copy). The in-place outer update keeps no copy of its weight-sized ``o``: its
+kernel allocates everything before it writes, which a child running the
+kernels as Python checks allocation by allocation
+(tests/support/kernel_alloc_order.py).
 """
 
 import json
@@ -63,18 +67,25 @@ def _inplace_call(name):
     return op.func, args
 
 
-@pytest.mark.parametrize("name", [
-    "sparse_block_gemv",
-    pytest.param("sparse_block_outer", marks=pytest.mark.xfail(
-        strict=True, reason="outer writes a W-sized o in place; keeping a copy would double its cost")),
-])
-def test_a_kernel_out_of_memory_after_writing_leaves_inplace_o_as_it_was(monkeypatch, name):
-    func, args = _inplace_call(name)
+def test_a_kernel_out_of_memory_after_writing_leaves_inplace_o_as_it_was(monkeypatch):
+    """``sparse_block_gemv``'s kernel allocates inside its parallel loop: ``o`` is restored."""
+    func, args = _inplace_call("sparse_block_gemv")
     before = args["o"].copy()
     monkeypatch.setattr(_threads, "launch", _out_of_memory_after_writing)
     with pytest.raises(MemoryError, match="scratch buffers of the CPU kernel"):
         func(**args, inplace=True)
     np.testing.assert_array_equal(args["o"], before)
+
+
+def test_the_inplace_outer_kernel_allocates_everything_before_it_writes_o():
+    """``sparse_block_outer(inplace=True)`` keeps no copy of its W-sized ``o``: each allocation of
+    its kernel, made to fail in turn, must fail before anything is written (every strategy)."""
+    proc = run_python(["-W", "error", "-m", "tests.support.kernel_alloc_order"], timeout=120,
+                      env={"NUMBA_DISABLE_JIT": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for case, result in json.loads(proc.stdout.strip().splitlines()[-1]).items():
+        assert result["bad"] == [], case
+        assert result["allocations"] >= 2, case  # the sweep failed allocations of the kernel
 
 
 @pytest.mark.parametrize("op", OPS, ids=str)
