@@ -107,8 +107,9 @@ class HostBackend:
     def restored_on_memory_error(a):
         """A context manager that keeps a copy of ``a`` and writes it back if a ``MemoryError`` leaves the block.
 
-        The CPU kernels allocate scratch inside their parallel loops, so one can
-        run out of memory after other iterations have written their part of ``a``.
+        ``gemv`` allocates scratch inside its parallel loop, so it can run out of
+        memory after other iterations have written their part of ``a``. (``outer``
+        allocates all of its scratch before its loop writes: no copy needed.)
         """
         return _Restored(a)
 
