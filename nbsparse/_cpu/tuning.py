@@ -118,7 +118,10 @@ MIN_ITEMS_PER_THREAD = {
     "target_backward": 14336,
     "nll_forward": 1792,
     "nll_backward": 896,
-    "topk": 16384,  # items: slot-level multiply-adds if every class were read; not yet measured
+    # items: slot-level multiply-adds if every class were read. The launch is the whole top-k (its
+    # class-level softmax, two batched products and merges, with Python between them): below about
+    # 300k items it takes 100-240 µs on one thread, mostly fixed costs that a second thread cannot share.
+    "topk": 294912,
     # The optimizer steps, in elements updated: memory-bound elementwise loops like
     # softmax_grad_rows, given its entry (Adam, which reads and writes three arrays and
     # takes a square root and two divisions per element, half of it). Not yet measured
@@ -128,7 +131,8 @@ MIN_ITEMS_PER_THREAD = {
     "adam_dense": 16000,
     "adam_blocks": 16000,
     # Inference through the hierarchy, in slot-level multiply-adds (rows x n_in x K, times the
-    # classes a row reads): a rough value near grad_h's, not yet measured with tools/team_thresholds.py.
-    "logprob": 16384,
-    "sample": 16384,
+    # classes a row reads), measured by tools/team_thresholds.py like the entries above (the same
+    # value for both dtypes and block shapes).
+    "logprob": 30720,
+    "sample": 24576,
 }
