@@ -8,6 +8,8 @@ call's validated arguments in those shapes; the public functions and the
 backends' full-mode paths compose its steps.
 """
 
+import functools
+
 import numpy as np
 
 from . import _products
@@ -48,15 +50,23 @@ class Problem:
         self.b2 = floats(dtype, b2)
         self.first_block = backend.indices(np.zeros((self.batch, 1), dtype=np.intp))
         if target is None:
-            self.classes = self.slots = None
-            all_classes = np.broadcast_to(np.arange(n_classes), (self.batch, n_classes))
-            self.class_idx = backend.indices(all_classes)
+            self.classes = self.slots = None  # class_idx: every class, built on first use
         else:
             self.classes = backend.empty((self.batch,), np.intp)
             self.slots = backend.empty((self.batch,), np.intp)
             backend.split_target(backend.indices(target).reshape(self.batch), K,
                                  self.classes, self.slots)
             self.class_idx = self.classes.reshape(self.batch, 1)
+
+    @functools.cached_property
+    def class_idx(self):
+        """Every class for every row, ``(batch, n_classes)``: full mode's block indices.
+
+        Built when first asked for (a target sets its own in ``__init__``): the
+        inference functions never read it, and on the device it is an upload.
+        """
+        all_classes = np.broadcast_to(np.arange(self.n_classes), (self.batch, self.n_classes))
+        return self.backend.indices(all_classes)
 
     def class_activations(self):
         """``x @ W1 + b1``, shape ``(batch, n_classes)``."""
