@@ -126,24 +126,18 @@ def main(argv=None):
         return _gpu_main(args)
     if args.topk:
         out = topk.run(quick=args.quick, repeat=args.repeat or 3)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(out, f, indent=1)
+        _write_json(args.json, out)
         return 0
     if args.scaling:
         out = scaling.run(quick=args.quick, repeat=args.repeat or 5)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(out, f, indent=1)
+        _write_json(args.json, out)
         return 0
     if args.load is not None:
         if not 0 <= args.load <= load.MAX_LOAD:
             parser.error(f"--load must be between 0 and {load.MAX_LOAD}")
         out = load.run(args.load, ops=tuple(args.op or cases.OPS), names=tuple(args.workload or workloads.WORKLOADS),
                        dtypes=tuple(args.dtype or DTYPES), quick=args.quick, repeat=args.repeat or 21)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(out, f, indent=1)
+        _write_json(args.json, out)
         return 0
     try:
         out = run(ops=tuple(args.op or cases.OPS), names=tuple(args.workload or workloads.WORKLOADS),
@@ -152,10 +146,15 @@ def main(argv=None):
     except cases.CheckError as err:
         print(f"CHECK FAILED: {err}")
         return 1
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    _write_json(args.json, out)
     return 0
+
+
+def _write_json(path, out):
+    """``--json PATH``: every sample and ratio of the run, when a path was given."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1)
 
 
 def _gpu_main(args):
@@ -182,7 +181,5 @@ def _gpu_main(args):
         print(f"cannot run: {err}")
         return 2
     code = 1 if out.get("problems") else 0
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    _write_json(args.json, out)
     return code
