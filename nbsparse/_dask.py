@@ -134,12 +134,9 @@ def softmax_grad(public, grad_output, y, axis=-1):
 def _h_softmax_forward(func, x, batch_size, n_outputs, n_classes, n_outputs_per_class,
                        W1, b1, W2, b2, target, loss=None):
     """``func`` (``h_softmax`` or ``h_softmax_nll``) on Dask arrays: chunk-wise over the rows of ``x``."""
-    arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "target": target}
-    meta = check_kinds(optional=("target",), **arrays)
-    dtype, n_outputs, n_classes, K = _checks.check_hsoftmax(
-        x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target)
-    call = Call(func.__name__, arrays, ("x", "target"), meta)
-    items = ["x", ROWS, n_outputs, n_classes, K, "W1", "b1", "W2", "b2", "target"]
+    dtype, n_outputs, n_classes, K, call = _hsoftmax_call(
+        func.__name__, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target=target)
+    items = [*_model_items(n_outputs, n_classes, K), "target"]
     return call.chunkwise(func, items, (n_outputs,) if target is None else (), dtype)
 
 
@@ -196,16 +193,17 @@ def h_softmax_nll_grad(public, grad_output, x, batch_size, n_outputs, n_classes,
                                sparse, loss="h_softmax_nll")
 
 
-def _hsoftmax_call(op, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
-                   candidates=None):
-    """The checked sizes and the :class:`Call` of an inference function (no target; ``candidates`` per row)."""
-    arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "candidates": candidates}
-    meta = check_kinds(optional=("candidates",), **arrays)
+def _hsoftmax_call(op, x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, *,
+                   target=None, candidates=None):
+    """The checked sizes and the :class:`Call` of a forward ``h_softmax*`` call: the model, and a ``target``
+    or ``candidates`` per row when given."""
+    arrays = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2, "target": target, "candidates": candidates}
+    meta = check_kinds(optional=("target", "candidates"), **arrays)
     dtype, n_outputs, n_classes, K = _checks.check_hsoftmax(
-        x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, None)
+        x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2, target)
     if candidates is not None:
         _checks.check_candidates(candidates, x.shape[0])
-    return dtype, n_outputs, n_classes, K, Call(op, arrays, ("x", "candidates"), meta)
+    return dtype, n_outputs, n_classes, K, Call(op, arrays, ("x", "target", "candidates"), meta)
 
 
 def _model_items(n_outputs, n_classes, K):
@@ -228,7 +226,7 @@ def h_softmax_logprob(public, x, batch_size, n_outputs, n_classes, n_outputs_per
     """:func:`nbsparse.h_softmax_logprob` on Dask arrays: chunk-wise over the rows of ``x`` and ``candidates``."""
     dtype, n_outputs, n_classes, K, call = _hsoftmax_call(
         "h_softmax_logprob", x, batch_size, n_outputs, n_classes, n_outputs_per_class, W1, b1, W2, b2,
-        candidates)
+        candidates=candidates)
     return call.chunkwise(public, [*_model_items(n_outputs, n_classes, K), "candidates"],
                           (candidates.shape[1],), dtype)
 
